@@ -1,0 +1,99 @@
+"""Command line of ``run_recbole_quant.py`` (also installed as ``recbole-quant``).
+
+RecBole's own parser reads only ``--key=value`` and silently drops ``--model HQGNN`` (with a
+space). Here ``--model``, ``--dataset`` and ``--config_files`` take either form, every other
+``--key=value`` (or ``--key value``) is a RecBole/plugin config override, and an unknown key
+is an error listing the closest known ones.
+"""
+
+import sys
+
+from recbole_quant.errors import RecboleQuantError
+
+USAGE = """usage: run_recbole_quant.py --model=NAME [--dataset=NAME] [--config_files="a.yaml b.yaml"]
+                            [--key=value ...] [--list-models]
+
+  --model         a recbole_quant model (HQGNN, HashGNN, L2QGCN) or any RecBole model
+  --dataset       dataset name (default ml-100k, shipped with RecBole: works offline)
+  --config_files  space-separated yaml files, later files win
+  --key=value     any RecBole or model option, e.g. --bits=2 --learning_rate=0.002
+  --list-models   print the available models and exit
+"""
+
+_OWN_KEYS = ("model", "dataset", "config_files")
+
+
+class UsageError(RecboleQuantError):
+    pass
+
+
+def parse_args(argv):
+    """Split ``argv`` into (own options dict, overrides list of ``--key=value``)."""
+    own, overrides = {}, []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-h", "--help"):
+            own["help"] = True
+            i += 1
+            continue
+        if arg in ("--list-models", "--list_models"):
+            own["list_models"] = True
+            i += 1
+            continue
+        if not arg.startswith("--") or len(arg) == 2:
+            raise UsageError(f"Unexpected argument '{arg}'.\n{USAGE}")
+        if "=" in arg:
+            key, value = arg[2:].split("=", 1)
+            i += 1
+        else:
+            key = arg[2:]
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise UsageError(f"--{key} needs a value: --{key}=VALUE.")
+            value = argv[i + 1]
+            i += 2
+        if key in _OWN_KEYS:
+            own[key] = value
+        else:
+            overrides.append(f"--{key}={value}")
+    return own, overrides
+
+
+def list_models_text():
+    from recbole_quant.registry import plugin_model_names, recbole_model_names
+
+    lines = ["recbole_quant models:"]
+    lines += [f"  {name}" for name in plugin_model_names()]
+    lines.append("RecBole general recommenders (baselines):")
+    lines.append("  " + ", ".join(recbole_model_names("general_recommender")))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        own, overrides = parse_args(argv)
+        if own.get("help"):
+            print(USAGE)
+            return 0
+        if own.get("list_models"):
+            print(list_models_text())
+            return 0
+        if "model" not in own:
+            raise UsageError(f"No model given.\n{USAGE}")
+        from recbole_quant.registry import get_model
+
+        get_model(own["model"])  # fail fast on a wrong name, before loading any data
+        from recbole_quant.quick_start import run_recbole_quant
+
+        config_files = own.get("config_files")
+        run_recbole_quant(
+            model=own["model"],
+            dataset=own.get("dataset", "ml-100k"),
+            config_file_list=config_files.split() if config_files else None,
+            cmd_args=overrides,
+        )
+    except RecboleQuantError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,67 @@
+"""Make RecBole 1.2.1 run on NumPy 2.x, SciPy >= 1.13 and torch >= 2.6.
+
+RecBole 1.2.1 was released against NumPy 1.x, SciPy 1.10 and torch 2.0. On today's stack
+it breaks in three places (measured, see ``docs/compat.md``):
+
+1. NumPy 2 removed the ``np.float``/``np.bool``/``np.int``/... aliases. RecBole's
+   ``Config.compatibility_settings`` assigns ``np.float = np.float_`` (itself removed in
+   NumPy 2), so every ``Config(...)`` raises, and ``recbole/evaluator/metrics.py`` still uses
+   ``np.float`` and ``np.bool``. Fix: define the missing aliases once, pointing at the
+   types NumPy 1.x used for them.
+2. SciPy removed ``dok_matrix._update``, which RecBole's own LightGCN, NGCF, GCMC and NCL call
+   to build their adjacency. Fix: restore it as a plain dict update (what it did).
+3. torch >= 2.6 loads checkpoints with ``weights_only=True`` and RecBole pickles its whole
+   ``Config`` into them, so reloading the best model fails after training. That one is not
+   patched here: :mod:`recbole_quant.trainer` saves checkpoints that load with
+   ``weights_only=True`` instead (no arbitrary pickle anywhere).
+
+``recbole.quick_start`` is never imported by this package: it imports ``ray`` (which needs
+``pkg_resources``, gone from setuptools >= 82). :mod:`recbole_quant.quick_start` replaces it.
+
+:func:`apply` is idempotent and is called once by ``import recbole_quant``.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+# The NumPy 1.x meaning of each alias RecBole uses (np.float was Python float -> float64).
+NUMPY_ALIASES = {
+    "float": np.float64,
+    "int": np.int_,
+    "bool": np.bool_,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
+    "unicode": np.str_,
+    # RecBole's own compatibility_settings reads these two, removed in NumPy 2.
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+}
+
+_applied = False
+
+
+def _dok_update(self, data):
+    """``dok_matrix._update`` as SciPy < 1.13 had it: a raw dict update, no checks."""
+    self._dict.update(data)
+
+
+def apply():
+    """Apply every fix once; later calls do nothing. Returns the list of fixes applied."""
+    global _applied
+    if _applied:
+        return []
+    applied = []
+    for name, target in NUMPY_ALIASES.items():
+        # hasattr on np.float etc. raises a FutureWarning/AttributeError on some versions:
+        # look in the module dict instead.
+        if name not in np.__dict__:
+            setattr(np, name, target)
+            applied.append(f"numpy.{name}")
+    if not hasattr(sp.dok_matrix, "_update") and hasattr(sp.dok_matrix((1, 1)), "_dict"):
+        sp.dok_matrix._update = _dok_update
+        applied.append("scipy.sparse.dok_matrix._update")
+    _applied = True
+    return applied

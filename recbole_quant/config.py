@@ -1,0 +1,196 @@
+"""``recbole_quant.Config``: RecBole's Config, aware of the plugin's models and defaults.
+
+Three overrides of ``recbole.config.Config`` (the RecBole-GNN recipe), nothing else rewritten:
+
+* model lookup: plugin models first, then RecBole's (:func:`recbole_quant.registry.get_model`);
+* internal defaults: after RecBole's own ``overall.yaml`` / ``model/<Model>.yaml`` /
+  ``dataset/<dataset>.yaml``, the plugin's ``properties/overall.yaml`` and
+  ``properties/model/<Model>.yaml`` are loaded, so the priority is
+  RecBole internals < plugin properties < config files < config dict < command line;
+* the command line is taken from ``cmd_args`` (default: ``sys.argv[1:]``, as RecBole does), and
+  a ``--key=value`` that no part of the configuration knows is an error, not silently kept.
+
+It also points fixed-split datasets at their files: if ``<data_path>/<dataset>/`` holds
+``<dataset>.train.inter``, ``.valid.inter`` and ``.test.inter`` and no ``benchmark_filename``
+is given, ``benchmark_filename`` becomes ``[train, valid, test]``.
+"""
+
+import difflib
+import functools
+import glob
+import os
+import re
+import sys
+
+import yaml
+from recbole.config import Config as RecBoleConfig
+
+from recbole_quant import compat
+from recbole_quant.errors import UnknownOptionError
+from recbole_quant.registry import get_model
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
+BENCHMARK_PARTS = ("train", "valid", "test")
+
+
+def plugin_property_files(model_name):
+    """The plugin's yaml files for ``model_name``, in load order (existing ones only)."""
+    files = [
+        os.path.join(PROPERTIES_DIR, "overall.yaml"),
+        os.path.join(PROPERTIES_DIR, "model", f"{model_name}.yaml"),
+    ]
+    return [f for f in files if os.path.isfile(f)]
+
+
+def _yaml_keys(path):
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f) or {}
+    return set(data) if isinstance(data, dict) else set()
+
+
+@functools.lru_cache(maxsize=None)
+def _recbole_known_keys():
+    """Every key RecBole itself defines or reads, independent of the model."""
+    import recbole
+
+    root = os.path.dirname(recbole.__file__)
+    keys = set()
+    props = os.path.join(root, "properties")
+    for path in [os.path.join(props, "overall.yaml")] + glob.glob(
+        os.path.join(props, "dataset", "*.yaml")
+    ) + glob.glob(os.path.join(props, "quick_start_config", "*.yaml")):
+        keys |= _yaml_keys(path)
+    pattern = re.compile(r"config\[[\"'](\w+)[\"']\]")
+    for dirpath, _, files in os.walk(root):
+        if os.sep + "model" + os.sep in dirpath + os.sep:
+            continue  # model-specific keys come from the model's own yaml
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                    keys |= set(pattern.findall(f.read()))
+    from recbole.utils import (
+        dataset_arguments,
+        evaluation_arguments,
+        general_arguments,
+        training_arguments,
+    )
+
+    keys |= set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+    return frozenset(keys)
+
+
+def known_keys(model_name, model_class=None):
+    """Keys that make sense for ``model_name``: RecBole's, the plugin's, the model's own."""
+    import recbole
+
+    keys = set(_recbole_known_keys())
+    keys |= {"model", "dataset", "config_files"}
+    recbole_model_yaml = os.path.join(
+        os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml"
+    )
+    for path in plugin_property_files(model_name) + [recbole_model_yaml]:
+        if os.path.isfile(path):
+            keys |= _yaml_keys(path)
+    if model_class is not None:
+        # RecBole models read keys without a yaml default (e.g. NGCF's require_pow):
+        # accept what the model's source reads.
+        try:
+            import inspect
+
+            source = inspect.getsource(sys.modules[model_class.__module__])
+            keys |= set(re.findall(r"config\[[\"'](\w+)[\"']\]", source))
+        except (OSError, TypeError, KeyError):
+            pass
+    return keys
+
+
+class Config(RecBoleConfig):
+    """RecBole's ``Config`` with the plugin's models, defaults and checks.
+
+    Args:
+        model (str or type): model name (plugin or RecBole) or class.
+        dataset (str): dataset name; ``ml-100k`` is shipped with RecBole and works offline.
+        config_file_list (list of str): yaml files, later files win.
+        config_dict (dict): overrides, above the files.
+        cmd_args (list of str, optional): ``--key=value`` overrides, above everything.
+            ``None`` reads ``sys.argv[1:]`` like RecBole; pass ``[]`` to ignore the command line.
+    """
+
+    def __init__(
+        self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None
+    ):
+        self._cmd_args = list(sys.argv[1:] if cmd_args is None else cmd_args)
+        super().__init__(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_file_list,
+            config_dict=config_dict,
+        )
+        self._check_cmd_keys()
+
+    def compatibility_settings(self):
+        compat.apply()
+
+    def _load_cmd_line(self):
+        cmd_config_dict = {}
+        for arg in self._cmd_args:
+            if not arg.startswith("--") or "=" not in arg:
+                raise UnknownOptionError(
+                    f"Cannot read command-line argument '{arg}': overrides are written "
+                    "--key=value (e.g. --learning_rate=0.01)."
+                )
+            key, value = arg[2:].split("=", 1)
+            if key in cmd_config_dict and cmd_config_dict[key] != value:
+                raise UnknownOptionError(
+                    f"--{key} is given twice with different values "
+                    f"({cmd_config_dict[key]!r} and {value!r})."
+                )
+            cmd_config_dict[key] = value
+        return self._convert_config_dict(cmd_config_dict)
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise UnknownOptionError(
+                    "No model given: pass --model=NAME (or `model:` in a config file)."
+                )
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset", "ml-100k")
+        if isinstance(model, str):
+            model_class = get_model(model)
+        else:
+            model_class, model = model, model.__name__
+        return model, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for path in plugin_property_files(model):
+            self._update_internal_config_dict(path)
+
+    def _set_default_parameters(self):
+        super()._set_default_parameters()
+        self._detect_benchmark_files()
+
+    def _detect_benchmark_files(self):
+        cfg = self.final_config_dict
+        if cfg.get("benchmark_filename") or self.dataset == "ml-100k":
+            return
+        folder = cfg["data_path"]
+        files = [os.path.join(folder, f"{self.dataset}.{p}.inter") for p in BENCHMARK_PARTS]
+        if all(os.path.isfile(f) for f in files):
+            cfg["benchmark_filename"] = list(BENCHMARK_PARTS)
+
+    def _check_cmd_keys(self):
+        if not self.cmd_config_dict:
+            return
+        known = known_keys(self.model, self.model_class)
+        for key in self.cmd_config_dict:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=3)
+                hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
+                raise UnknownOptionError(
+                    f"Unknown option --{key} for model {self.model}.{hint} "
+                    f"The model's options are in properties/model/{self.model}.yaml; "
+                    "RecBole's are in its documentation (config settings)."
+                )

@@ -1,0 +1,128 @@
+"""``run_recbole_quant``: train and test one model, RecBole's ``run_recbole`` without ray.
+
+``recbole.quick_start`` imports ray (broken on new setuptools) and hyperopt; this module does
+the same steps with the plugin's Config, dataset checks and trainers, and returns the same
+dict as ``run_recbole`` plus run statistics used by the comparison report.
+"""
+
+import logging
+import sys
+from logging import getLogger
+from time import perf_counter
+
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_quant.config import Config
+from recbole_quant.data.checks import check_dataset_files
+from recbole_quant.errors import MalformedDatasetError, RecboleQuantError
+from recbole_quant.trainer import get_trainer
+
+
+def load_data(config):
+    """Check the files, build RecBole's dataset and its train/valid/test loaders."""
+    check_dataset_files(config)
+    try:
+        dataset = create_dataset(config)
+    except RecboleQuantError:
+        raise
+    except Exception as err:  # pandas / RecBole parsing errors: name the dataset and folder
+        raise MalformedDatasetError(
+            f"RecBole could not load dataset '{config['dataset']}' from "
+            f"{config['data_path']}: {type(err).__name__}: {err}"
+        ) from err
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return dataset, train_data, valid_data, test_data
+
+
+def run_recbole_quant(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    cmd_args=(),
+):
+    """Train ``model`` on ``dataset``, select on validation, evaluate on test.
+
+    Args:
+        model (str): a plugin model (``HQGNN``, ``HashGNN``, ``L2QGCN``) or any RecBole model.
+        dataset (str): dataset name; default ``ml-100k`` (shipped with RecBole, offline).
+        config_file_list (list of str): yaml config files.
+        config_dict (dict): overrides above the files.
+        saved (bool): save the best checkpoint and reload it for the test evaluation.
+        cmd_args (list of str): ``--key=value`` overrides above everything (the CLI passes
+            its own; the default ``()`` ignores ``sys.argv``, unlike RecBole).
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+        ``test_result`` (as ``run_recbole``), plus ``model``, ``dataset``, ``epochs``,
+        ``train_seconds``, ``seconds_per_epoch``, ``test_eval_seconds``, ``checkpoint``,
+        ``config`` (the final Config) and ``storage`` (a
+        :class:`recbole_quant.packed.StorageReport` for quantized models, else ``None``).
+    """
+    config = Config(
+        model=model,
+        dataset=dataset or "ml-100k",
+        config_file_list=config_file_list,
+        config_dict=config_dict,
+        cmd_args=list(cmd_args),
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset_obj, train_data, valid_data, test_data = load_data(config)
+    logger.info(dataset_obj)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+
+    trainer = get_trainer(config, config.model_class)(config, model_obj)
+    start = perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    fit_seconds = perf_counter() - start
+
+    start = perf_counter()
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    test_eval_seconds = perf_counter() - start
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    epoch_seconds = getattr(trainer, "epoch_seconds", [])
+    storage = model_obj.storage() if hasattr(model_obj, "storage") else None
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "epochs": len(epoch_seconds),
+        "train_seconds": sum(epoch_seconds),
+        "fit_seconds": fit_seconds,
+        "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds) if epoch_seconds else None,
+        "test_eval_seconds": test_eval_seconds,
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "storage": storage,
+        "config": config,
+    }
+    _close_log_handlers()
+    return result
+
+
+def _close_log_handlers():
+    # RecBole's init_logger adds a file handler per run; close them so repeated runs in one
+    # process (comparisons, tests) do not leak open files or duplicate lines.
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            root.removeHandler(handler)

@@ -1,0 +1,29 @@
+"""Small data builders shared by the tests."""
+
+import os
+
+
+def write_inter(path, rows, header="user_id:token\titem_id:token"):
+    """Write a RecBole atomic .inter file from (user, item) rows."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(header + "\n")
+        for u, i in rows:
+            f.write(f"{u}\t{i}\n")
+
+
+def make_lightgcn_split(folder, n_users=60, n_items=40, per_user=8, seed=0):
+    """A tiny LightGCN-format split (train.txt/test.txt) with a user with no test items."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "train.txt"), "w") as tr, open(
+        os.path.join(folder, "test.txt"), "w"
+    ) as te:
+        for u in range(n_users):
+            items = rng.choice(n_items, size=per_user + 2, replace=False)
+            tr.write(" ".join(map(str, [u, *items[:per_user]])) + "\n")
+            test_items = [] if u == 3 else list(items[per_user:])
+            te.write(" ".join(map(str, [u, *test_items])) + "\n")
+    return folder

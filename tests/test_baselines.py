@@ -1,0 +1,54 @@
+"""RecBole's own baselines train, checkpoint and evaluate through the plugin's runner."""
+
+import pytest
+import torch
+
+from conftest import FAST_RUN
+from recbole_quant.quick_start import run_recbole_quant
+from recbole_quant.trainer import CHECKPOINT_FORMAT, load_checkpoint
+from recbole_quant.errors import CheckpointError
+
+
+@pytest.mark.parametrize("model", ["BPR", "LightGCN", "NGCF"])
+def test_recbole_baseline_trains_and_tests_on_ml100k(model):
+    result = run_recbole_quant(model=model, dataset="ml-100k", config_dict=dict(FAST_RUN))
+    test = result["test_result"]
+    assert set(test) >= {"recall@20", "ndcg@20", "hit@10", "precision@50", "mrr@10"}
+    assert 0.0 < test["recall@20"] <= 1.0
+    assert result["epochs"] == 2 and result["seconds_per_epoch"] > 0
+    # the best checkpoint reloads with weights_only=True (torch >= 2.6 default)
+    state = torch.load(result["checkpoint"], weights_only=True)
+    assert state["format"] == CHECKPOINT_FORMAT and state["model"] == model
+
+
+def test_checkpoint_of_another_model_is_refused():
+    result = run_recbole_quant(model="BPR", dataset="ml-100k", config_dict=dict(FAST_RUN, epochs=1))
+    with pytest.raises(CheckpointError, match="holds a BPR model, not LightGCN"):
+        load_checkpoint(result["checkpoint"], expected_model="LightGCN")
+
+
+def test_damaged_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="damaged or not a recbole_quant checkpoint"):
+        load_checkpoint(str(bad))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(str(tmp_path / "missing.pth"))
+
+
+def test_resume_continues_from_saved_epoch():
+    from recbole_quant import Config
+    from recbole_quant.quick_start import load_data
+    from recbole_quant.trainer import get_trainer
+
+    first = run_recbole_quant(
+        model="BPR", dataset="ml-100k", config_dict=dict(FAST_RUN, epochs=2, eval_step=0)
+    )
+    config = Config(model="BPR", dataset="ml-100k", config_dict=dict(FAST_RUN, epochs=4, eval_step=0), cmd_args=[])
+    _, train_data, valid_data, _ = load_data(config)
+    model = config.model_class(config, train_data._dataset)
+    trainer = get_trainer(config, config.model_class)(config, model)
+    trainer.resume_checkpoint(first["checkpoint"])
+    assert trainer.start_epoch == 2
+    trainer.fit(train_data, None, saved=False)
+    assert sorted(trainer.train_loss_dict) == [2, 3]  # only the remaining epochs ran
