@@ -10,17 +10,21 @@ import sys
 
 from recbole_quant.errors import RecboleQuantError
 
-USAGE = """usage: run_recbole_quant.py --model=NAME [--dataset=NAME] [--config_files="a.yaml b.yaml"]
-                            [--key=value ...] [--list-models]
+USAGE = """usage: run_recbole_quant.py --model=NAME[,NAME...] [--dataset=NAME] [--config_files="a.yaml b.yaml"]
+                            [--key=value ...] [--bits=1,2,4] [--out_dir=DIR] [--list-models]
 
-  --model         a recbole_quant model (HQGNN, HashGNN, L2QGCN) or any RecBole model
+  --model         a recbole_quant model (HQGNN, HashGNN, L2QGCN) or any RecBole model;
+                  several, comma-separated, train in turn and are compared side by side
   --dataset       dataset name (default ml-100k, shipped with RecBole: works offline)
   --config_files  space-separated yaml files, later files win
   --key=value     any RecBole or model option, e.g. --bits=2 --learning_rate=0.002
+  --bits=1,2,4    (comparison) one run per width for models with a bit-width option
+  --out_dir       (comparison) folder for table.md, table.csv, tradeoff.png
+                  (default results/<dataset>-<time>)
   --list-models   print the available models and exit
 """
 
-_OWN_KEYS = ("model", "dataset", "config_files")
+_OWN_KEYS = ("model", "dataset", "config_files", "out_dir")
 
 
 class UsageError(RecboleQuantError):
@@ -59,6 +63,14 @@ def parse_args(argv):
     return own, overrides
 
 
+def parse_int_list(text):
+    """``"1,2,4"`` -> ``[1, 2, 4]`` with a clear error."""
+    try:
+        return [int(part) for part in text.strip("[]() ").split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"--bits={text}: expected comma-separated integers, e.g. --bits=1,2,4.")
+
+
 def list_models_text():
     from recbole_quant.registry import plugin_model_names, recbole_model_names
 
@@ -83,16 +95,30 @@ def main(argv=None):
             raise UsageError(f"No model given.\n{USAGE}")
         from recbole_quant.registry import get_model
 
-        get_model(own["model"])  # fail fast on a wrong name, before loading any data
-        from recbole_quant.quick_start import run_recbole_quant
-
+        models = [m.strip() for m in own["model"].split(",") if m.strip()]
+        for name in models:
+            get_model(name)  # fail fast on a wrong name, before loading any data
         config_files = own.get("config_files")
-        run_recbole_quant(
-            model=own["model"],
+        common = dict(
             dataset=own.get("dataset", "ml-100k"),
             config_file_list=config_files.split() if config_files else None,
-            cmd_args=overrides,
         )
+        if len(models) > 1 or any(o.startswith("--bits=") and "," in o for o in overrides):
+            from recbole_quant.compare import compare
+
+            bits = [o.split("=", 1)[1] for o in overrides if o.startswith("--bits=")]
+            overrides = [o for o in overrides if not o.startswith("--bits=")]
+            compare(
+                models,
+                bits=parse_int_list(bits[-1]) if bits else None,
+                cmd_args=overrides,
+                out_dir=own.get("out_dir"),
+                **common,
+            )
+        else:
+            from recbole_quant.quick_start import run_recbole_quant
+
+            run_recbole_quant(model=models[0], cmd_args=overrides, **common)
     except RecboleQuantError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

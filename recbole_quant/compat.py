@@ -1,7 +1,7 @@
 """Make RecBole 1.2.1 run on NumPy 2.x, SciPy >= 1.13 and torch >= 2.6.
 
 RecBole 1.2.1 was released against NumPy 1.x, SciPy 1.10 and torch 2.0. On today's stack
-it breaks in three places (measured, see ``docs/compat.md``):
+it breaks in three places (reproduced in ``docs/compat.md``):
 
 1. NumPy 2 removed the ``np.float``/``np.bool``/``np.int``/... aliases. RecBole's
    ``Config.compatibility_settings`` assigns ``np.float = np.float_`` (itself removed in

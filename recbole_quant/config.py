@@ -26,7 +26,7 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_quant import compat
-from recbole_quant.errors import UnknownOptionError
+from recbole_quant.errors import ConfigValueError, UnknownOptionError
 from recbole_quant.registry import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
@@ -171,6 +171,11 @@ class Config(RecBoleConfig):
     def _set_default_parameters(self):
         super()._set_default_parameters()
         self._detect_benchmark_files()
+        eval_path = self.final_config_dict.get("eval_path", "auto")
+        if eval_path not in ("auto", "standard"):
+            raise ConfigValueError(
+                f"eval_path={eval_path!r} is not valid: choose 'auto' (packed top-k) or 'standard'."
+            )
 
     def _detect_benchmark_files(self):
         cfg = self.final_config_dict

@@ -58,8 +58,9 @@ def run_recbole_quant(
         dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
         ``test_result`` (as ``run_recbole``), plus ``model``, ``dataset``, ``epochs``,
         ``train_seconds``, ``seconds_per_epoch``, ``test_eval_seconds``, ``checkpoint``,
-        ``config`` (the final Config) and ``storage`` (a
-        :class:`recbole_quant.packed.StorageReport` for quantized models, else ``None``).
+        ``config`` (the final Config), ``n_users`` / ``n_items`` (padding included),
+        ``storage`` (a :class:`recbole_quant.packed.StorageReport` for quantized models, else
+        ``None``) and ``code_width`` (bits per code dimension of a quantized model).
     """
     config = Config(
         model=model,
@@ -112,6 +113,9 @@ def run_recbole_quant(
         "test_eval_seconds": test_eval_seconds,
         "checkpoint": trainer.saved_model_file if saved else None,
         "storage": storage,
+        "code_width": getattr(model_obj, "code_width", None),
+        "n_users": dataset_obj.user_num,
+        "n_items": dataset_obj.item_num,
         "config": config,
     }
     _close_log_handlers()

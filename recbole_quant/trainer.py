@@ -11,6 +11,8 @@ It is mixed into whatever trainer RecBole picks for a baseline (:func:`get_train
   model defines it (HQ-GNN refreshes its Hessian-aware delta there, HashGNN advances its
   guided-STE schedule, L2Q-GCN switches annealing stages). Resuming from a checkpoint calls
   it with the resumed epoch, so schedules continue where they stopped.
+* full-sort evaluation on the packed codes, and a sparse collector for every model
+  (:mod:`recbole_quant.evaluation`);
 * a NaN or infinite loss stops training with :class:`TrainingDivergedError` naming the epoch;
   the best checkpoint saved so far stays on disk.
 """
@@ -25,6 +27,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
 from recbole_quant.errors import CheckpointError, TrainingDivergedError
+from recbole_quant.evaluation import PackedEvalMixin, SparseCollector
 
 CHECKPOINT_FORMAT = "recbole_quant.checkpoint/1"
 _PLAIN = (str, int, float, bool, type(None))
@@ -153,8 +156,31 @@ class EpochHookMixin:
         return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
 
 
-class QuantTrainer(EpochTimerMixin, EpochHookMixin, SafeCheckpointMixin, Trainer):
-    """Trainer of the plugin's models (RecBole's ``Trainer`` plus the mixins above)."""
+class SparseCollectorMixin:
+    """Uses :class:`SparseCollector`: RecBole's metrics without the dense positives matrix."""
+
+    deterministic_ties = False
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.eval_collector = SparseCollector(config, deterministic_ties=self.deterministic_ties)
+
+
+class QuantTrainer(
+    EpochTimerMixin,
+    EpochHookMixin,
+    SparseCollectorMixin,
+    SafeCheckpointMixin,
+    PackedEvalMixin,
+    Trainer,
+):
+    """Trainer of the plugin's models (RecBole's ``Trainer`` plus the mixins above).
+
+    Full-sort evaluation runs on the packed fused top-k (:class:`PackedEvalMixin`) unless
+    ``eval_path: standard``; ties are broken by (higher score, lower item id) on both paths.
+    """
+
+    deterministic_ties = True
 
     def _check_nan(self, loss):
         value = loss.item() if torch.is_tensor(loss) else float(loss)
@@ -184,5 +210,7 @@ def get_trainer(config, model_class):
     if issubclass(base, SafeCheckpointMixin) or not issubclass(base, Trainer):
         return base
     return type(
-        base.__name__, (EpochTimerMixin, SafeCheckpointMixin, base), {"__doc__": base.__doc__}
+        base.__name__,
+        (EpochTimerMixin, SparseCollectorMixin, SafeCheckpointMixin, base),
+        {"__doc__": base.__doc__},
     )

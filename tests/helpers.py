@@ -27,3 +27,22 @@ def make_lightgcn_split(folder, n_users=60, n_items=40, per_user=8, seed=0):
             test_items = [] if u == 3 else list(items[per_user:])
             te.write(" ".join(map(str, [u, *test_items])) + "\n")
     return folder
+
+
+def make_toy_benchmark(root, name="toy", n_users=50, n_items=40, per_user=10, seed=0):
+    """A tiny fixed-split RecBole dataset (train/valid/test .inter) under ``root/name``.
+
+    Returns the ``data_path`` to pass with ``dataset=name``.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    parts = {"train": [], "valid": [], "test": []}
+    for u in range(1, n_users + 1):
+        items = rng.choice(np.arange(1, n_items + 1), size=per_user, replace=False)
+        parts["train"] += [(u, i) for i in items[:-4]]
+        parts["valid"] += [(u, i) for i in items[-4:-2]]
+        parts["test"] += [(u, i) for i in items[-2:]]
+    for part, rows in parts.items():
+        write_inter(os.path.join(str(root), name, f"{name}.{part}.inter"), rows)
+    return str(root)

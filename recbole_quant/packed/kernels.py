@@ -4,7 +4,7 @@ Inputs are packed codes (see :mod:`.bitpack`): user codes row-major
 ``uint64 [B, L]``, item codes word-major ``uint64 [L, N]`` (``L = G * W`` words
 for sign codes with ``G`` groups of ``W`` words, ``L = b * W`` for ``b`` bit
 planes). Word-major items make every inner loop a contiguous scan over items,
-which LLVM vectorises (AVX2 popcount by nibble lookup).
+which LLVM vectorises (AVX2: popcount by nibble lookup).
 
 Scores
 ------
@@ -14,56 +14,63 @@ Sign codes (``q`` in {-1,+1}^d per group)::
     raw[u, i]   = sum_g dot_g                                        unscaled
     raw[u, i]   = sum_g (su[u, g] * si[i, g]) * dot_g                scaled (float64, g ascending)
 
-Bit planes (unsigned codes ``k`` in [0, 2^b), users and items may differ in b)::
+Bit planes (unsigned codes ``k`` in [0, 2^b); users and items may differ in b)::
 
     raw[u, i] = K[u, i] = sum_{p, q} popcount(a_p & b_q) << (p + q)   exact <k_u, k_i>
 
-Float scores (both kinds), computed in float64 and rounded once::
+Float scores (both kinds) are computed in float64 and rounded once::
 
-    score[u, i] = float32((mult * raw[u, i] + bias[i]) + c[u])
+    score[u, i] = float32((mult * raw[u, i] + bias[i]) + c[u]) + 0.0
 
+(``+ 0.0`` turns a -0.0 into +0.0 so that equal scores are equal bit for bit.)
 This operation order is fixed and shared by every path (score matrix, fused
-top-k, the torch path in :mod:`.torch_kernels`), so all of them produce
-bit-identical float32 scores.
+top-k, the torch path in :mod:`.torch_kernels`): all return bit-identical
+float32 scores. Unscaled sign scores with ``mult = 1`` and no bias or user
+constant are small integers and take an integer-only top-k path.
 
 Tie rule
 --------
 Top-k orders by **higher score first; among equal scores, lower item id
-first**. The fused kernels scan items in increasing id and keep a k-heap whose
-root is the worst kept entry (lowest score, then highest id); since later
-items have higher ids, a new item enters only if its score is strictly greater
-than the root's. The result equals a stable sort of the float32 score matrix
-by ``(-score, id)`` (:func:`.reference.reference_topk`). If fewer than ``k``
+first**; identical to a stable sort of the float32 score matrix by
+``(-score, id)`` (:func:`.reference.reference_topk`). If fewer than ``k``
 items remain after exclusion, the tail is padded with score ``-inf`` and id
 ``-1``. ``k <= 0`` raises ``ValueError``.
 
 Exclusion lists are CSR for the batch: ``indptr [B + 1]`` and ``indices`` sorted
 ascending within each row (duplicates allowed; ids outside [0, N) never match).
 
-How the top-k stays fast
-------------------------
-Items are processed in chunks of ``CHUNK``. For every chunk each user of a
-block of ``USER_BLOCK`` users (the chunk stays in L1 across the block) computes
-its chunk values with vectorised passes (one pass per code word / plane pair),
-then one vectorised count of "beats the current k-th best" decides whether the
-chunk needs the scalar heap scan at all. Once the heap is full almost every
-chunk is rejected by that count. For one-word sign codes (d <= 64) compute and
-count are fused into a single loop and the chunk is recomputed only on a hit.
-Shapes are runtime arguments (no per-shape compilation); user blocks are
-spread over threads with ``prange``.
+How the fused top-k works
+-------------------------
+Scores are mapped to int32 keys with the same order (integer path: ``-popcount``;
+float path: the float32 bit pattern with the magnitude bits of negatives
+flipped), so every comparison is an integer one and vectorises.
+
+1. Items are processed in chunks of ``CHUNK`` (shared in L1 by a block of
+   ``USER_BLOCK`` users). Each user computes the chunk's keys with vectorised
+   passes and keeps only the maximum key of every ``BLOCK`` items; no
+   ``[B, N]`` matrix and no per-item heap work.
+2. Per user: blocks holding excluded items get their maximum recomputed
+   without them; ``M`` = the k-th largest block maximum. At least ``k``
+   eligible items score >= M, so every top-k item does too.
+3. Only blocks whose maximum is >= M (about k of them) are recomputed and
+   scanned in increasing id order into a k-heap whose root is the worst kept
+   entry; a later (higher id) item replaces it only with a strictly greater
+   key, which is exactly the tie rule.
+
+Shapes are runtime arguments, so four parallel kernels cover every code width
+(no per-shape compilation); user blocks are spread over threads with ``prange``.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from .popcount import popcount64
+from .bitops import bits_f32, f32_bits, popcount64
 
 __all__ = [
+    "BLOCK",
     "CHUNK",
     "USER_BLOCK",
-    "SIGN",
-    "PLANE",
     "sign_dot",
     "sign_scores",
     "sign_topk",
@@ -72,10 +79,16 @@ __all__ = [
     "plane_topk",
 ]
 
-CHUNK = 256  # items per chunk: the chunk's item words stay in L1
+BLOCK = 64  # items per block maximum (granularity of the candidate filter)
+CHUNK = 256  # items per compute chunk, a multiple of BLOCK; stays in L1
 USER_BLOCK = 8  # users sharing one item chunk inside one prange task
-SIGN = 0  # kind codes passed to the kernels
-PLANE = 1
+
+# kind codes passed to the kernels
+SIGN = 0  # sign codes, float scores
+PLANE = 1  # bit planes, float scores
+SIGN_INT = 2  # sign codes, integer scores (top-k only)
+
+_KEY_MIN = np.int64(-(2**62))  # below every score key: marks excluded items
 
 
 # ---------------------------------------------------------------------------
@@ -117,24 +130,7 @@ def _plane_dot_chunk(au, u, bi_t, pu, pi, o, n, buf):
 @njit(cache=True)
 def _raw_chunk(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, o, n, buf, acc):
     """acc[j] = raw score (float64) of item o + j, see the module docstring."""
-    if kind == SIGN:
-        n_words = codes_i_t.shape[0] // n_groups
-        if su.shape[1] > 0:  # scaled: per-group dots weighted by su * si
-            for j in range(n):
-                acc[j] = 0.0
-            d32 = np.int32(d)
-            for g in range(n_groups):
-                _xor_popcount_chunk(codes_u, u, codes_i_t, g * n_words, (g + 1) * n_words, o, n, buf)
-                s_u = su[u, g]
-                for j in range(n):
-                    dot = d32 - np.int32(2) * np.int32(buf[j])
-                    acc[j] += (s_u * si_t[g, o + j]) * np.float64(dot)
-        else:
-            _xor_popcount_chunk(codes_u, u, codes_i_t, 0, codes_i_t.shape[0], o, n, buf)
-            gd = np.int32(n_groups * d)
-            for j in range(n):
-                acc[j] = np.float64(gd - np.int32(2) * np.int32(buf[j]))
-    else:
+    if kind == PLANE:
         _plane_dot_chunk(codes_u, u, codes_i_t, pu, pi, o, n, buf)
         if small:  # K < 2^31: the int32 -> float64 conversion vectorises
             for j in range(n):
@@ -142,27 +138,153 @@ def _raw_chunk(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small
         else:
             for j in range(n):
                 acc[j] = np.float64(buf[j])
+    elif su.shape[1] > 0:  # scaled sign: per-group dots weighted by su * si
+        n_words = codes_i_t.shape[0] // n_groups
+        for j in range(n):
+            acc[j] = 0.0
+        d32 = np.int32(d)
+        for g in range(n_groups):
+            _xor_popcount_chunk(codes_u, u, codes_i_t, g * n_words, (g + 1) * n_words, o, n, buf)
+            s_u = su[u, g]
+            for j in range(n):
+                dot = d32 - np.int32(2) * np.int32(buf[j])
+                acc[j] += (s_u * si_t[g, o + j]) * np.float64(dot)
+    else:
+        _xor_popcount_chunk(codes_u, u, codes_i_t, 0, codes_i_t.shape[0], o, n, buf)
+        gd = np.int32(n_groups * d)
+        for j in range(n):
+            acc[j] = np.float64(gd - np.int32(2) * np.int32(buf[j]))
 
 
 @njit(cache=True)
 def _affine_chunk(acc, mult, bias, c, o, n, vals):
-    """vals[j] = float32((mult * acc[j] + bias[o + j]) + c)."""
+    """vals[j] = float32((mult * acc[j] + bias[o + j]) + c) + 0.0."""
     for j in range(n):
-        vals[j] = np.float32((mult * acc[j] + bias[o + j]) + c)
-
-
-@njit(cache=True)
-def _count_above(vals, n, thr):
-    """Number of vals[:n] strictly above thr (a vectorised reduction)."""
-    hits = 0
-    for j in range(n):
-        if vals[j] > thr:
-            hits += 1
-    return hits
+        vals[j] = np.float32((mult * acc[j] + bias[o + j]) + c) + np.float32(0.0)
 
 
 # ---------------------------------------------------------------------------
-# k-heap per user row r: root = worst kept entry (lowest value, then highest id)
+# order keys: int64 with the order of the scores (integer path: -popcount;
+# float path: float32 bits with the magnitude bits of negatives flipped)
+# ---------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _f32_key(v):
+    b = np.int64(f32_bits(v))
+    return b ^ ((b >> 63) & 0x7FFFFFFF)
+
+
+@njit(cache=True, inline="always")
+def _key_f32(key):
+    return bits_f32(np.int32(key ^ ((key >> 63) & 0x7FFFFFFF)))
+
+
+@njit(cache=True, inline="always")
+def _float_key(acc, j, mult, bias, i, c):
+    """Key of float32((mult * acc[j] + bias[i]) + c) + 0.0, the score of item i."""
+    return _f32_key(np.float32((mult * acc[j] + bias[i]) + c) + np.float32(0.0))
+
+
+@njit(cache=True, inline="always")
+def _min_xor_popcount1(a, qi_t, s, cnt):
+    """min over s <= i < s + cnt of popcount(a ^ qi_t[0, i]) (one-word codes)."""
+    m = np.uint64(64)
+    for j in range(cnt):
+        m = min(m, popcount64(a ^ qi_t[0, s + j]))
+    return -np.int64(m)
+
+
+@njit(cache=True, inline="always")
+def _max_neg(buf, s, cnt):
+    """max over j of -buf[s + j]."""
+    m = np.int64(2**62)
+    for j in range(cnt):
+        m = min(m, buf[s + j])
+    return -m
+
+
+@njit(cache=True, inline="always")
+def _max_float_key(acc, s, mult, bias, o, c, cnt):
+    """max over j of the key of float32((mult * acc[s + j] + bias[o + s + j]) + c) + 0."""
+    m = _KEY_MIN
+    for j in range(cnt):
+        m = max(m, _float_key(acc, s + j, mult, bias, o + s + j, c))
+    return m
+
+
+@njit(cache=True, inline="always")
+def _block_maxima(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                  mult, bias, c, i0, n, buf, acc, bm, r):
+    """bm[r, i0 // BLOCK + t] = max key of items in block t of the chunk i0 .. i0 + n - 1.
+
+    Keys are reduced in registers, never stored (a store + wider reload
+    defeats store forwarding). Full blocks use a constant trip count, and the
+    whole helper is inlined: both halve the cost of this pass.
+    """
+    b0 = i0 // BLOCK
+    n_full = n // BLOCK
+    rest = np.uint64(n - n_full * BLOCK)
+    full = np.uint64(BLOCK)
+    o = np.uint64(i0)
+    if kind == SIGN_INT and codes_i_t.shape[0] == 1:  # d <= 64: popcount straight from codes
+        a = codes_u[u, 0]
+        for t in range(n_full):
+            bm[r, b0 + t] = _min_xor_popcount1(a, codes_i_t, o + np.uint64(t * BLOCK), full)
+        if rest > 0:
+            bm[r, b0 + n_full] = _min_xor_popcount1(a, codes_i_t, o + np.uint64(n_full * BLOCK), rest)
+    elif kind == SIGN_INT:
+        _xor_popcount_chunk(codes_u, u, codes_i_t, 0, codes_i_t.shape[0], o, np.uint64(n), buf)
+        for t in range(n_full):
+            bm[r, b0 + t] = _max_neg(buf, np.uint64(t * BLOCK), full)
+        if rest > 0:
+            bm[r, b0 + n_full] = _max_neg(buf, np.uint64(n_full * BLOCK), rest)
+    else:
+        _raw_chunk(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                   o, np.uint64(n), buf, acc)
+        for t in range(n_full):
+            bm[r, b0 + t] = _max_float_key(acc, np.uint64(t * BLOCK), mult, bias, o, c, full)
+        if rest > 0:
+            bm[r, b0 + n_full] = _max_float_key(acc, np.uint64(n_full * BLOCK), mult, bias, o, c, rest)
+
+
+@njit(cache=True, inline="always")
+def _block_keys(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                mult, bias, c, o, n, buf, acc, keys):
+    """keys[j] = key of item o + j for one block (o, n int64)."""
+    ou = np.uint64(o)
+    nu = np.uint64(n)
+    if kind == SIGN_INT:
+        _xor_popcount_chunk(codes_u, u, codes_i_t, 0, codes_i_t.shape[0], ou, nu, buf)
+        for j in range(nu):
+            keys[j] = -buf[j]
+    else:
+        _raw_chunk(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, ou, nu, buf, acc)
+        for j in range(nu):
+            keys[j] = _float_key(acc, j, mult, bias, ou + j, c)
+
+
+@njit(cache=True, inline="always")
+def _block_max(keys, n):
+    m = _KEY_MIN
+    for j in range(n):
+        m = max(m, keys[j])
+    return m
+
+
+@njit(cache=True, inline="always")
+def _mark_excluded(keys, o, n, eptr, eend, excl):
+    """Set keys of excluded items in [o, o + n) to _KEY_MIN; returns the new eptr."""
+    while eptr < eend and excl[eptr] < o:
+        eptr += 1
+    while eptr < eend and excl[eptr] < o + n:
+        keys[excl[eptr] - o] = _KEY_MIN
+        eptr += 1
+    return eptr
+
+
+# ---------------------------------------------------------------------------
+# k-heap in row r of (hv, hi): root = worst kept entry (lowest key, then highest id)
 # ---------------------------------------------------------------------------
 
 
@@ -171,7 +293,7 @@ def _worse(va, ia, vb, ib):
     return va < vb or (va == vb and ia > ib)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sift_up(hv, hi, r, pos):
     v = hv[r, pos]
     i = hi[r, pos]
@@ -187,7 +309,7 @@ def _sift_up(hv, hi, r, pos):
     hi[r, pos] = i
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _sift_down(hv, hi, r, size, pos):
     v = hv[r, pos]
     i = hi[r, pos]
@@ -208,43 +330,50 @@ def _sift_down(hv, hi, r, size, pos):
 
 
 @njit(cache=True)
-def _offer_chunk(vals, i0, n, hv, hi, r, size, k, eptr, eend, excl):
-    """Offer items i0 .. i0 + n - 1 (values vals[:n]) to heap row r.
-
-    Items arrive in increasing id, so a full heap takes an item only if it is
-    strictly better than the root. ``eptr`` walks the sorted exclusion row.
-    Returns the new (size, eptr).
-    """
-    for j in range(n):
-        v = vals[j]
-        if size == k and not v > hv[r, 0]:
-            continue
-        i = i0 + j
-        while eptr < eend and excl[eptr] < i:
-            eptr += 1
-        if eptr < eend and excl[eptr] == i:
-            continue
+def _kth_largest(bm, r, n, k, hv, hi):
+    """k-th largest of bm[r, :n] (_KEY_MIN if n < k), using heap row r as scratch."""
+    if n < k:
+        return _KEY_MIN
+    size = 0
+    for b in range(n):
+        v = bm[r, b]
         if size < k:
             hv[r, size] = v
-            hi[r, size] = i
+            hi[r, size] = b
+            _sift_up(hv, hi, r, size)
+            size += 1
+        elif v > hv[r, 0]:
+            hv[r, 0] = v
+            hi[r, 0] = b
+            _sift_down(hv, hi, r, size, 0)
+    return hv[r, 0]
+
+
+@njit(cache=True, inline="always")
+def _offer_block(keys, i0, n, lower, hv, hi, r, size, k):
+    """Offer items i0 .. i0 + n - 1 with keys[:n] to heap row r; returns size.
+
+    An item qualifies with key > lower; ids increase, so once the heap is full
+    an item enters only if its key is strictly greater than the root's.
+    """
+    j = 0
+    while j < n:
+        thr = lower if size < k else hv[r, 0]
+        while j < n and keys[j] <= thr:  # tight skip, thr stays in a register
+            j += 1
+        if j == n:
+            break
+        if size < k:
+            hv[r, size] = keys[j]
+            hi[r, size] = i0 + j
             _sift_up(hv, hi, r, size)
             size += 1
         else:
-            hv[r, 0] = v
-            hi[r, 0] = i
+            hv[r, 0] = keys[j]
+            hi[r, 0] = i0 + j
             _sift_down(hv, hi, r, size, 0)
-    return size, eptr
-
-
-@njit(cache=True)
-def _drain(hv, hi, r, size, out_v, out_i, u):
-    """Pop heap row r into out_v[u, :size] / out_i[u, :size], best first."""
-    for pos in range(size - 1, -1, -1):
-        out_v[u, pos] = hv[r, 0]
-        out_i[u, pos] = hi[r, 0]
-        hv[r, 0] = hv[r, pos]
-        hi[r, 0] = hi[r, pos]
-        _sift_down(hv, hi, r, pos, 0)
+        j += 1
+    return size
 
 
 # ---------------------------------------------------------------------------
@@ -254,7 +383,7 @@ def _drain(hv, hi, r, size, out_v, out_i, u):
 
 @njit(parallel=True, cache=True)
 def _int_scores_kernel(kind, codes_u, codes_i_t, n_groups, d, pu, pi, out):
-    """out[u, i] = exact integer raw score (sign: sum_g dot_g, plane: K)."""
+    """out[u, i] = exact integer raw score (SIGN: sum_g dot_g, PLANE: K)."""
     n_users = codes_u.shape[0]
     n_items = codes_i_t.shape[1]
     gd = n_groups * d
@@ -263,20 +392,20 @@ def _int_scores_kernel(kind, codes_u, codes_i_t, n_groups, d, pu, pi, out):
         for i0 in range(0, n_items, CHUNK):
             o = np.uint64(i0)
             n = np.uint64(min(CHUNK, n_items - i0))
-            if kind == SIGN:
-                _xor_popcount_chunk(codes_u, u, codes_i_t, 0, codes_i_t.shape[0], o, n, buf)
-                for j in range(n):
-                    out[u, o + j] = gd - 2 * buf[j]
-            else:
+            if kind == PLANE:
                 _plane_dot_chunk(codes_u, u, codes_i_t, pu, pi, o, n, buf)
                 for j in range(n):
                     out[u, o + j] = buf[j]
+            else:
+                _xor_popcount_chunk(codes_u, u, codes_i_t, 0, codes_i_t.shape[0], o, n, buf)
+                for j in range(n):
+                    out[u, o + j] = gd - 2 * buf[j]
 
 
 @njit(parallel=True, cache=True)
 def _float_scores_kernel(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
                          mult, bias, ucons, out):
-    """out[u, i] = float32((mult * raw + bias[i]) + ucons[u])."""
+    """out[u, i] = float32((mult * raw + bias[i]) + ucons[u]) + 0.0."""
     n_users = codes_u.shape[0]
     n_items = codes_i_t.shape[1]
     for u in prange(n_users):
@@ -293,97 +422,78 @@ def _float_scores_kernel(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi
 
 
 @njit(parallel=True, cache=True)
-def _sign_int_topk_kernel(qu, qi_t, gd, k, indptr, indices, out_s, out_i):
-    """Top-k of unscaled sign scores; the heap holds -popcount (higher = better)."""
-    n_users = qu.shape[0]
-    n_items = qi_t.shape[1]
-    n_words = qi_t.shape[0]
-    n_blocks = (n_users + USER_BLOCK - 1) // USER_BLOCK
-    for blk in prange(n_blocks):
-        u0 = blk * USER_BLOCK
-        nb = min(USER_BLOCK, n_users - u0)
-        hv = np.empty((nb, k), np.int64)
-        hi = np.empty((nb, k), np.int64)
-        size = np.zeros(nb, np.int64)
-        eptr = np.empty(nb, np.int64)
-        for r in range(nb):
-            eptr[r] = indptr[u0 + r]
-        buf = np.empty(CHUNK, np.int64)
-        for i0 in range(0, n_items, CHUNK):
-            o = np.uint64(i0)
-            n = np.uint64(min(CHUNK, n_items - i0))
-            for r in range(nb):
-                u = u0 + r
-                if n_words == 1:
-                    a = qu[u, 0]
-                    if size[r] == k:  # fused popcount + count, no buffer
-                        thr = np.uint64(-hv[r, 0])
-                        hits = 0
-                        for j in range(n):
-                            if popcount64(a ^ qi_t[0, o + j]) < thr:
-                                hits += 1
-                        if hits == 0:
-                            continue
-                    for j in range(n):
-                        buf[j] = -np.int64(popcount64(a ^ qi_t[0, o + j]))
-                else:
-                    _xor_popcount_chunk(qu, u, qi_t, 0, n_words, o, n, buf)
-                    for j in range(n):
-                        buf[j] = -buf[j]
-                    if size[r] == k and _count_above(buf, n, hv[r, 0]) == 0:
-                        continue
-                size[r], eptr[r] = _offer_chunk(
-                    buf, i0, np.int64(n), hv, hi, r, size[r], k, eptr[r], indptr[u + 1], indices
-                )
-        for r in range(nb):
-            u = u0 + r
-            _drain(hv, hi, r, size[r], out_s, out_i, u)
-            for j in range(size[r]):
-                # the heap stored -popcount; the score is gd - 2 * popcount
-                out_s[u, j] = np.float32(gd + 2 * np.int64(out_s[u, j]))
-            for j in range(size[r], k):
-                out_s[u, j] = -np.inf
-                out_i[u, j] = -1
-
-
-@njit(parallel=True, cache=True)
-def _float_topk_kernel(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
-                       mult, bias, ucons, k, indptr, indices, out_s, out_i):
-    """Top-k of float32((mult * raw + bias[i]) + ucons[u]) for either kind."""
+def _topk_kernel(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                 mult, bias, ucons, k, indptr, indices, out_s, out_i):
+    """Fused top-k for every kind (see "How the fused top-k works")."""
     n_users = codes_u.shape[0]
     n_items = codes_i_t.shape[1]
-    n_blocks = (n_users + USER_BLOCK - 1) // USER_BLOCK
-    for blk in prange(n_blocks):
-        u0 = blk * USER_BLOCK
+    n_blk = (n_items + BLOCK - 1) // BLOCK
+    n_ublk = (n_users + USER_BLOCK - 1) // USER_BLOCK
+    for ub in prange(n_ublk):
+        u0 = ub * USER_BLOCK
         nb = min(USER_BLOCK, n_users - u0)
-        hv = np.empty((nb, k), np.float32)
-        hi = np.empty((nb, k), np.int64)
-        size = np.zeros(nb, np.int64)
-        eptr = np.empty(nb, np.int64)
-        for r in range(nb):
-            eptr[r] = indptr[u0 + r]
         buf = np.empty(CHUNK, np.int64)
         acc = np.empty(CHUNK, np.float64)
-        vals = np.empty(CHUNK, np.float32)
+        keys = np.empty(BLOCK, np.int64)
+        bm = np.empty((nb, n_blk), np.int64)
+        hv = np.empty((nb, k), np.int64)
+        hi = np.empty((nb, k), np.int64)
+
+        # 1. block maxima of every user in the block, chunk by chunk
         for i0 in range(0, n_items, CHUNK):
-            o = np.uint64(i0)
-            n = np.uint64(min(CHUNK, n_items - i0))
+            n = min(CHUNK, n_items - i0)
             for r in range(nb):
-                u = u0 + r
-                _raw_chunk(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
-                           o, n, buf, acc)
-                _affine_chunk(acc, mult, bias, ucons[u], o, n, vals)
-                if size[r] == k and _count_above(vals, n, hv[r, 0]) == 0:
-                    continue
-                size[r], eptr[r] = _offer_chunk(
-                    vals, i0, np.int64(n), hv, hi, r, size[r], k, eptr[r], indptr[u + 1], indices
-                )
+                _block_maxima(kind, codes_u, u0 + r, codes_i_t, n_groups, d, su, si_t, pu, pi,
+                              small, mult, bias, ucons[u0 + r], i0, n, buf, acc, bm, r)
+
         for r in range(nb):
             u = u0 + r
-            _drain(hv, hi, r, size[r], out_s, out_i, u)
-            for j in range(size[r], k):
-                out_s[u, j] = -np.inf
-                out_i[u, j] = -1
+            c = ucons[u]
+            e0 = indptr[u]
+            e1 = indptr[u + 1]
+            # 2a. drop excluded items from their blocks' maxima
+            p = e0
+            while p < e1:
+                i = indices[p]
+                if i < 0 or i >= n_items:
+                    p += 1
+                    continue
+                o = (i // BLOCK) * BLOCK
+                n = min(BLOCK, n_items - o)
+                _block_keys(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                            mult, bias, c, o, n, buf, acc, keys)
+                p = _mark_excluded(keys, o, n, p, e1, indices)
+                bm[r, i // BLOCK] = _block_max(keys, n)
+            # 2b. M = k-th largest block maximum: at least k eligible items have key >= M
+            m = _kth_largest(bm, r, n_blk, k, hv, hi)
+            lower = max(m, _KEY_MIN + 1) - 1  # qualify: key > lower; never an excluded one
+            # 3. scan candidate blocks in id order
+            size = 0
+            p = e0
+            for b in range(n_blk):
+                thr = lower if size < k else hv[r, 0]
+                if bm[r, b] <= thr:
+                    continue
+                o = b * BLOCK
+                n = min(BLOCK, n_items - o)
+                _block_keys(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                            mult, bias, c, o, n, buf, acc, keys)
+                p = _mark_excluded(keys, o, n, p, e1, indices)
+                size = _offer_block(keys, o, n, lower, hv, hi, r, size, k)
+            # 4. drain best first and turn keys back into scores
+            for pos in range(size - 1, -1, -1):
+                key = hv[r, 0]
+                out_i[u, pos] = hi[r, 0]
+                if kind == SIGN_INT:  # key = -popcount, score = G*d - 2 * popcount
+                    out_s[u, pos] = np.float32(n_groups * d + 2 * key)
+                else:
+                    out_s[u, pos] = _key_f32(key)
+                hv[r, 0] = hv[r, pos]
+                hi[r, 0] = hi[r, pos]
+                _sift_down(hv, hi, r, pos, 0)
+            for pos in range(size, k):
+                out_s[u, pos] = -np.inf
+                out_i[u, pos] = -1
 
 
 # ---------------------------------------------------------------------------
@@ -448,22 +558,30 @@ def _plane_args(user_planes, item_planes_t, user_bits, item_bits):
         raise ValueError("plane counts do not match the bit widths")
     if au.shape[1] // pu != bi_t.shape[0] // pi:
         raise ValueError("users and items have different words per plane")
-    n_words = au.shape[1] // pu
-    max_k = 64 * n_words * ((1 << pu) - 1) * ((1 << pi) - 1)
-    return au, bi_t, pu, pi, max_k < 2**31
+    return au, bi_t, pu, pi
 
 
-def _exclusion_args(n_users, indptr, indices):
+def plane_dot_fits_int32(n_words, user_bits, item_bits):
+    """Whether every plane dot product K fits in int32 (enables a faster conversion)."""
+    return 64 * n_words * ((1 << user_bits) - 1) * ((1 << item_bits) - 1) < 2**31
+
+
+def exclusion_csr(n_users, indptr=None, indices=None):
+    """Validate CSR exclusion arrays for a batch; ``None`` means exclude nothing.
+
+    Returns
+    -------
+    indptr : int64 [B + 1], indices : int64 [nnz] (sorted within each row)
+    """
     if indptr is None:
         if indices is not None:
-            raise ValueError("exclude_indices given without exclude_indptr")
+            raise ValueError("exclusion indices given without indptr")
         return np.zeros(n_users + 1, np.int64), np.zeros(0, np.int64)
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     if indptr.shape != (n_users + 1,) or indptr[0] != 0 or indptr[-1] != indices.shape[0]:
         raise ValueError("exclusion indptr must have B + 1 entries running from 0 to len(indices)")
-    steps = np.diff(indptr)
-    if (steps < 0).any():
+    if (np.diff(indptr) < 0).any():
         raise ValueError("exclusion indptr must be non-decreasing")
     # sorted within rows: every decrease must sit on a row boundary
     drops = np.flatnonzero(np.diff(indices) < 0) + 1
@@ -472,14 +590,33 @@ def _exclusion_args(n_users, indptr, indices):
     return indptr, indices
 
 
-def _topk_out(n_users, k):
-    if int(k) != k or k <= 0:
+def check_k(k):
+    """Validate ``k`` (a positive integer) and return it as int."""
+    if isinstance(k, (bool, np.bool_)) or int(k) != k or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = int(k)
-    return k, np.empty((n_users, k), np.float32), np.empty((n_users, k), np.int64)
+    return int(k)
 
 
 _NO_SCALES = np.zeros((0, 0))
+
+
+def run_scores(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, mult, bias, ucons):
+    """Float32 score matrix [B, N] from validated arrays (no checks)."""
+    out = np.empty((codes_u.shape[0], codes_i_t.shape[1]), np.float32)
+    _float_scores_kernel(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                         mult, bias, ucons, out)
+    return out
+
+
+def run_topk(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, mult, bias, ucons,
+             k, indptr, indices):
+    """Fused top-k (float32 [B, k], int64 [B, k]) from validated arrays (no checks)."""
+    n_users = codes_u.shape[0]
+    out_s = np.empty((n_users, k), np.float32)
+    out_i = np.empty((n_users, k), np.int64)
+    _topk_kernel(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                 mult, bias, ucons, k, indptr, indices, out_s, out_i)
+    return out_s, out_i
 
 
 def sign_dot(user_words, item_words_t, dim, n_groups=1):
@@ -524,9 +661,7 @@ def sign_scores(user_words, item_words_t, dim, n_groups=1, user_scales=None,
     n_users, n_items = qu.shape[0], qi_t.shape[1]
     su, si_t = _scale_args(n_users, n_items, g, user_scales, item_scales_t)
     mult, bias, ucons = _affine_args(n_users, n_items, mult, item_bias, user_const)
-    out = np.empty((n_users, n_items), np.float32)
-    _float_scores_kernel(SIGN, qu, qi_t, g, d, su, si_t, 1, 1, True, mult, bias, ucons, out)
-    return out
+    return run_scores(SIGN, qu, qi_t, g, d, su, si_t, 1, 1, True, mult, bias, ucons)
 
 
 def sign_topk(user_words, item_words_t, dim, k, n_groups=1, user_scales=None,
@@ -536,7 +671,7 @@ def sign_topk(user_words, item_words_t, dim, k, n_groups=1, user_scales=None,
 
     Parameters are those of :func:`sign_scores` plus ``k`` and the exclusion
     CSR (``exclude_indptr [B + 1]``, ``exclude_indices``). With no scales,
-    bias or user constant and ``mult == 1`` the integer kernel runs.
+    bias or user constant and ``mult == 1`` the integer-key path runs.
 
     Returns
     -------
@@ -545,18 +680,13 @@ def sign_topk(user_words, item_words_t, dim, k, n_groups=1, user_scales=None,
     """
     qu, qi_t, g, d = _sign_args(user_words, item_words_t, dim, n_groups)
     n_users, n_items = qu.shape[0], qi_t.shape[1]
-    k, out_s, out_i = _topk_out(n_users, k)
-    indptr, indices = _exclusion_args(n_users, exclude_indptr, exclude_indices)
-    plain = (user_scales is None and item_scales_t is None and item_bias is None
-             and user_const is None and float(mult) == 1.0)
-    if plain:
-        _sign_int_topk_kernel(qu, qi_t, g * d, k, indptr, indices, out_s, out_i)
-    else:
-        su, si_t = _scale_args(n_users, n_items, g, user_scales, item_scales_t)
-        mult, bias, ucons = _affine_args(n_users, n_items, mult, item_bias, user_const)
-        _float_topk_kernel(SIGN, qu, qi_t, g, d, su, si_t, 1, 1, True, mult, bias, ucons,
-                           k, indptr, indices, out_s, out_i)
-    return out_s, out_i
+    k = check_k(k)
+    indptr, indices = exclusion_csr(n_users, exclude_indptr, exclude_indices)
+    su, si_t = _scale_args(n_users, n_items, g, user_scales, item_scales_t)
+    mult, bias, ucons = _affine_args(n_users, n_items, mult, item_bias, user_const)
+    plain = (user_scales is None and item_bias is None and user_const is None and mult == 1.0)
+    return run_topk(SIGN_INT if plain else SIGN, qu, qi_t, g, d, su, si_t, 1, 1, True,
+                    mult, bias, ucons, k, indptr, indices)
 
 
 def plane_dot(user_planes, item_planes_t, user_bits, item_bits):
@@ -572,7 +702,7 @@ def plane_dot(user_planes, item_planes_t, user_bits, item_bits):
     -------
     np.ndarray int64 [B, N]: ``K[u, i] = <k_u, k_i>``.
     """
-    au, bi_t, pu, pi, _ = _plane_args(user_planes, item_planes_t, user_bits, item_bits)
+    au, bi_t, pu, pi = _plane_args(user_planes, item_planes_t, user_bits, item_bits)
     out = np.empty((au.shape[0], bi_t.shape[1]), np.int64)
     _int_scores_kernel(PLANE, au, bi_t, 1, 1, pu, pi, out)
     return out
@@ -589,13 +719,11 @@ def plane_scores(user_planes, item_planes_t, user_bits, item_bits, mult=1.0,
     -------
     np.ndarray float32 [B, N]
     """
-    au, bi_t, pu, pi, small = _plane_args(user_planes, item_planes_t, user_bits, item_bits)
+    au, bi_t, pu, pi = _plane_args(user_planes, item_planes_t, user_bits, item_bits)
     n_users, n_items = au.shape[0], bi_t.shape[1]
     mult, bias, ucons = _affine_args(n_users, n_items, mult, item_bias, user_const)
-    out = np.empty((n_users, n_items), np.float32)
-    _float_scores_kernel(PLANE, au, bi_t, 1, 1, _NO_SCALES, _NO_SCALES, pu, pi, small,
-                         mult, bias, ucons, out)
-    return out
+    small = plane_dot_fits_int32(au.shape[1] // pu, pu, pi)
+    return run_scores(PLANE, au, bi_t, 1, 1, _NO_SCALES, _NO_SCALES, pu, pi, small, mult, bias, ucons)
 
 
 def plane_topk(user_planes, item_planes_t, user_bits, item_bits, k, mult=1.0,
@@ -607,11 +735,11 @@ def plane_topk(user_planes, item_planes_t, user_bits, item_bits, k, mult=1.0,
     scores : np.ndarray float32 [B, k]
     ids : np.ndarray int64 [B, k]
     """
-    au, bi_t, pu, pi, small = _plane_args(user_planes, item_planes_t, user_bits, item_bits)
+    au, bi_t, pu, pi = _plane_args(user_planes, item_planes_t, user_bits, item_bits)
     n_users, n_items = au.shape[0], bi_t.shape[1]
-    k, out_s, out_i = _topk_out(n_users, k)
-    indptr, indices = _exclusion_args(n_users, exclude_indptr, exclude_indices)
+    k = check_k(k)
+    indptr, indices = exclusion_csr(n_users, exclude_indptr, exclude_indices)
     mult, bias, ucons = _affine_args(n_users, n_items, mult, item_bias, user_const)
-    _float_topk_kernel(PLANE, au, bi_t, 1, 1, _NO_SCALES, _NO_SCALES, pu, pi, small,
-                       mult, bias, ucons, k, indptr, indices, out_s, out_i)
-    return out_s, out_i
+    small = plane_dot_fits_int32(au.shape[1] // pu, pu, pi)
+    return run_topk(PLANE, au, bi_t, 1, 1, _NO_SCALES, _NO_SCALES, pu, pi, small,
+                    mult, bias, ucons, k, indptr, indices)

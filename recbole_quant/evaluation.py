@@ -1,0 +1,163 @@
+"""Fast full-sort evaluation feeding RecBole's own metric classes.
+
+RecBole's ``Collector`` builds, per evaluation batch, a dense ``[B, n_items]`` positives matrix
+just to look up which of the top-k ids are positives; on a Gowalla-size set that costs more
+than scoring (shared/docs/recbole-notes.md: 7.5 s of a 12.8 s evaluation). Two pieces here:
+
+* :class:`SparseCollector` -- RecBole's Collector with the ``rec.topk`` / ``rec.items``
+  resources built sparsely from the top-k ids and the positive pairs (no dense matrix). The
+  result tensor is exactly RecBole's, so Recall, NDCG, Hit, Precision, MRR, MAP... are computed
+  by RecBole's unchanged metric code. With ``deterministic_ties=True`` the top-k follows the
+  packed predictor's tie rule (higher score first, then lower item id) instead of
+  ``torch.topk``'s implementation-defined order.
+* :class:`PackedEvalMixin` -- for the plugin's quantized models: per batch of users, the
+  predictor's fused top-k (scores never materialised, history and padding item excluded in the
+  kernel) gives the top-k ids, which go to :meth:`SparseCollector.collect_topk`.
+  ``eval_path: standard`` forces RecBole's path (scores from ``full_sort_predict``, then the
+  collector); both give identical metrics (``tests/test_fast_eval.py``).
+"""
+
+import numpy as np
+import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.evaluator import Collector
+from recbole.utils import EvaluatorType
+
+# Resources the sparse path can produce; anything else (e.g. GAUC's rec.meanrank) needs
+# the whole score matrix, and the collector falls back to RecBole's code.
+TOPK_RESOURCES = ("rec.topk", "rec.items")
+
+
+def deterministic_topk(scores, k):
+    """Top-k ids by (higher score, then lower id), matching the packed kernels' tie rule.
+
+    Args:
+        scores (torch.Tensor): [B, N] float scores (-inf for excluded items).
+        k (int): 1 <= k <= N.
+
+    Returns:
+        torch.Tensor: [B, k] int64 item ids.
+    """
+    values, _ = torch.topk(scores, k, dim=-1)
+    kth = values[:, -1:]
+    above = scores > kth
+    tied = scores == kth
+    need = k - above.sum(dim=1, keepdim=True)  # how many tied items fill the list
+    selected = above | (tied & (tied.cumsum(dim=1) <= need))  # lowest ids among the ties
+    rows, cols = selected.nonzero(as_tuple=True)  # row-major: ids ascending within a row
+    cols = cols.view(len(scores), k)
+    picked = scores.gather(1, cols)
+    order = torch.sort(picked, dim=1, descending=True, stable=True).indices
+    return cols.gather(1, order)
+
+
+def topk_hits(topk_idx, positive_u, positive_i, n_items):
+    """RecBole's ``rec.topk`` rows without a dense positives matrix.
+
+    Args:
+        topk_idx (torch.Tensor): [B, k] int64 item ids (-1 = no item).
+        positive_u (torch.Tensor): [P] batch row of each positive pair.
+        positive_i (torch.Tensor): [P] item id of each positive pair.
+        n_items (int): number of item ids (for the pair keys).
+
+    Returns:
+        torch.Tensor: [B, k + 1] int: 1 where the top-k id is a positive, then the number of
+        positives of the row (what ``Collector.eval_batch_collect`` stores).
+    """
+    batch = len(topk_idx)
+    pos_keys = positive_u.long() * n_items + positive_i.long()
+    rows = torch.arange(batch, device=topk_idx.device).unsqueeze(1)
+    top_keys = rows * n_items + topk_idx
+    hits = torch.isin(top_keys, pos_keys) & (topk_idx >= 0)
+    pos_len = torch.bincount(positive_u.long(), minlength=batch).view(batch, 1)
+    return torch.cat([hits.int(), pos_len.int()], dim=1)
+
+
+class SparseCollector(Collector):
+    """RecBole's Collector with sparse top-k resources (see module docstring)."""
+
+    def __init__(self, config, deterministic_ties=False):
+        super().__init__(config)
+        self.deterministic_ties = deterministic_ties
+
+    def sparse_supported(self):
+        needed = [key for key in self.register.register_dict if self.register.need(key)]
+        return all(key in TOPK_RESOURCES or key.startswith("data.num") or
+                   key.startswith("data.count") for key in needed)
+
+    def collect_topk(self, topk_idx, positive_u, positive_i, n_items):
+        """Store the top-k ids of one batch (already ranked) as RecBole's resources."""
+        if self.register.need("rec.items"):
+            self.data_struct.update_tensor("rec.items", topk_idx)
+        if self.register.need("rec.topk"):
+            self.data_struct.update_tensor(
+                "rec.topk", topk_hits(topk_idx, positive_u, positive_i, n_items)
+            )
+
+    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        if not (self.full and self.sparse_supported()) or scores_tensor.dim() != 2:
+            return super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
+        k = max(self.topk)
+        if self.deterministic_ties:
+            topk_idx = deterministic_topk(scores_tensor, k)
+        else:
+            _, topk_idx = torch.topk(scores_tensor, k, dim=-1)
+        self.collect_topk(topk_idx, positive_u, positive_i, scores_tensor.shape[1])
+
+
+def history_csr(batch_size, history_index, n_items, device="cpu"):
+    """Exclusion lists for the fused top-k: each row's history items plus padding item 0.
+
+    Args:
+        batch_size (int): users in the batch.
+        history_index (tuple or None): ``(rows, items)`` tensors from RecBole's
+            full-sort dataloader.
+
+    Returns:
+        tuple of np.ndarray: ``indptr`` [B + 1] and ``indices`` (sorted within rows).
+    """
+    if history_index is None:
+        rows = np.empty(0, np.int64)
+        items = np.empty(0, np.int64)
+    else:
+        rows = history_index[0].cpu().numpy().astype(np.int64)
+        items = history_index[1].cpu().numpy().astype(np.int64)
+    rows = np.concatenate([np.arange(batch_size, dtype=np.int64), rows])
+    items = np.concatenate([np.zeros(batch_size, np.int64), items])
+    order = np.lexsort((items, rows))
+    rows, items = rows[order], items[order]
+    indptr = np.zeros(batch_size + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=batch_size), out=indptr[1:])
+    return indptr, items
+
+
+class PackedEvalMixin:
+    """Trainer mixin: full-sort evaluation of quantized models by the fused packed top-k."""
+
+    def packed_eval_enabled(self, eval_data):
+        path = self.config["eval_path"]
+        return (
+            path == "auto"
+            and isinstance(eval_data, FullSortEvalDataLoader)
+            and self.config["eval_type"] == EvaluatorType.RANKING
+            and hasattr(self.model, "predictor")
+            and isinstance(self.eval_collector, SparseCollector)
+            and self.eval_collector.sparse_supported()
+        )
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data or load_best_model or not self.packed_eval_enabled(eval_data):
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        self.model.eval()
+        predictor = self.model.predictor
+        n_items = eval_data._dataset.item_num
+        k = max(self.config["topk"])
+        user_field = self.config["USER_ID_FIELD"]
+        for interaction, history_index, positive_u, positive_i in eval_data:
+            users = interaction[user_field]
+            indptr, indices = history_csr(len(users), history_index, n_items)
+            _, topk_idx = predictor.topk(users.cpu(), k, exclude=(indptr, indices))
+            self.eval_collector.collect_topk(topk_idx, positive_u, positive_i, n_items)
+        struct = self.eval_collector.get_data_struct()
+        return self.evaluator.evaluate(struct)

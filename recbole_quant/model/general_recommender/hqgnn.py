@@ -1,0 +1,199 @@
+r"""
+HQGNN
+################################################
+
+Reference:
+    Huiyuan Chen, Kaixiong Zhou, Kwei-Herng Lai, Chin-Chia Michael Yeh, Yan Zheng, Xia Hu,
+    Hao Yang. "Hessian-aware Quantized Node Embeddings for Recommendation." RecSys 2023.
+    arXiv:2309.01032.
+
+A LightGCN encoder whose final user and item embeddings are quantized to b-bit integer
+codes with a learnable range per side, trained with the Hessian-aware gradient estimator
+(GSTE). The paper's method section was not available: the quantizer and the estimator follow
+the reconstruction in ``docs/models.md`` (section HQ-GNN), with
+every choice a config key in ``properties/model/HQGNN.yaml``.
+
+Inference stores only the b-bit codes k (plus the two ranges) and scores through the packed
+predictor: <e^_u, e^_i> with e^ = l + Delta k expands into an integer inner product k_u . k_i
+(popcount over bit planes) and affine terms.
+"""
+
+import itertools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from recbole_quant.errors import ConfigValueError
+from recbole_quant.model.abstract import QuantizedRecommender
+from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
+from recbole_quant.packed import PackedPredictor
+from recbole_quant.quantization import HessianDeltaEstimator, UniformQuantizer, hessian_statistics
+
+
+class HQGNN(QuantizedRecommender):
+    r"""HQ-GNN: LightGCN + b-bit uniform quantization of the final embeddings + GSTE.
+
+    Shapes: ``n_users`` users and ``n_items`` items (padding item 0 included), embedding
+    size ``d``; a training batch holds ``B`` (user, positive, negative) triples.
+    """
+
+    bit_width_key = "bits"
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.latent_dim = self.int_in_range(config, "embedding_size", 1)
+        self.n_layers = self.int_in_range(config, "n_layers", 0)
+        self.bits = self.int_in_range(config, "bits", 1, 8)
+        self.grad_estimator = self.choice(config, "grad_estimator", ("gste", "ste"))
+        self.reg_weight = float(config["reg_weight"])
+        self.init_std = float(config["init_std"])
+        self.fixed_delta = config["fixed_delta"]
+        if self.fixed_delta is not None and not float(self.fixed_delta) >= 0:
+            raise ConfigValueError(f"fixed_delta={self.fixed_delta!r}: must be >= 0 or ~ (None).")
+        self.hessian_probes = self.int_in_range(config, "hessian_probes", 1)
+        self.hessian_batches = self.int_in_range(config, "hessian_batches", 1)
+        self.hessian_refresh = self.int_in_range(config, "hessian_refresh", 1)
+
+        # define layers and loss
+        self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
+        self.item_embedding = nn.Embedding(self.n_items, self.latent_dim)
+        self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers)
+        self.user_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
+        self.item_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
+        self._probe_generator = torch.Generator().manual_seed(int(config["seed"]))
+
+        # parameters initialization (as RecBole's LightGCN)
+        nn.init.xavier_uniform_(self.user_embedding.weight)
+        nn.init.xavier_uniform_(self.item_embedding.weight)
+        if self.grad_estimator == "gste" and self.fixed_delta is not None:
+            self.user_quantizer.set_delta(float(self.fixed_delta))
+            self.item_quantizer.set_delta(float(self.fixed_delta))
+
+    # -- encoder ---------------------------------------------------------------------------
+    def forward(self):
+        r"""Continuous final embeddings (mean over LightGCN layers).
+
+        Returns:
+            tuple of torch.Tensor: users [n_users, d], items [n_items, d].
+        """
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
+        final = torch.stack(self.propagation(ego), dim=0).mean(dim=0)
+        return torch.split(final, [self.n_users, self.n_items])
+
+    def _batch(self, interaction):
+        return (
+            interaction[self.USER_ID],
+            interaction[self.ITEM_ID],
+            interaction[self.NEG_ITEM_ID],
+        )
+
+    def _bpr(self, u, pos, neg):
+        pos_scores = (u * pos).sum(dim=-1)
+        neg_scores = (u * neg).sum(dim=-1)
+        return F.softplus(neg_scores - pos_scores).mean()
+
+    def calculate_loss(self, interaction):
+        r"""BPR on the dequantized embeddings + L2 on the batch's layer-0 rows.
+
+        Args:
+            interaction (Interaction): ``USER_ID``, ``ITEM_ID``, ``NEG_ITEM_ID``, each [B].
+
+        Returns:
+            torch.Tensor: scalar loss.
+        """
+        user, pos, neg = self._batch(interaction)
+        user_all, item_all = self.forward()
+        u_hat = self.user_quantizer(user_all[user])
+        pos_hat = self.item_quantizer(item_all[pos])
+        neg_hat = self.item_quantizer(item_all[neg])
+        mf_loss = self._bpr(u_hat, pos_hat, neg_hat)
+        reg_loss = (
+            self.user_embedding(user).pow(2).sum()
+            + self.item_embedding(pos).pow(2).sum()
+            + self.item_embedding(neg).pow(2).sum()
+        ) / (2 * len(user))
+        return mf_loss + self.reg_weight * reg_loss
+
+    # -- Hessian-aware delta ---------------------------------------------------------------
+    def on_train_epoch_start(self, epoch_idx, train_data):
+        """Refresh the GSTE strength delta every ``hessian_refresh`` epochs.
+
+        delta = (Tr(H)/N) / (3 std(g)) per side, H and g of the BPR loss w.r.t. the unit-grid
+        values x^ of that side's batch rows (Hutchinson, ``hessian_probes`` probes, averaged
+        over ``hessian_batches`` batches). Propagation is not differentiated twice: the
+        continuous embeddings are computed once without grad and x^ is a leaf.
+        """
+        if self.grad_estimator != "gste" or self.fixed_delta is not None:
+            return
+        if epoch_idx % self.hessian_refresh != 0:
+            return  # delta is a saved buffer: a resumed run keeps the last refresh's value
+        estimators = {
+            side: HessianDeltaEstimator(self.hessian_probes, self.hessian_batches, 1)
+            for side in ("user", "item")
+        }
+        was_training = self.training
+        self.train()  # the first call initialises the quantizer ranges from data
+        with torch.no_grad():
+            user_all, item_all = self.forward()
+        for interaction in itertools.islice(train_data, self.hessian_batches):
+            user, pos, neg = self._batch(interaction.to(self.device))
+            u_e, pos_e, neg_e = user_all[user], item_all[pos], item_all[neg]
+            with torch.no_grad():
+                u_fixed = self.user_quantizer(u_e)
+                pos_fixed = self.item_quantizer(pos_e)
+                neg_fixed = self.item_quantizer(neg_e)
+            uq, iq = self.user_quantizer, self.item_quantizer
+            x_u = uq.grid_values(u_e).requires_grad_(True)
+            stats_u = hessian_statistics(
+                lambda x: self._bpr(uq.from_unit(x), pos_fixed, neg_fixed),
+                x_u,
+                n_probes=self.hessian_probes,
+                generator=self._probe_generator,
+            )
+            estimators["user"].accumulate(*stats_u)
+            x_i = torch.cat([iq.grid_values(pos_e), iq.grid_values(neg_e)]).requires_grad_(True)
+            n = len(user)
+            stats_i = hessian_statistics(
+                lambda x: self._bpr(u_fixed, iq.from_unit(x[:n]), iq.from_unit(x[n:])),
+                x_i,
+                n_probes=self.hessian_probes,
+                generator=self._probe_generator,
+            )
+            estimators["item"].accumulate(*stats_i)
+        for side, quantizer in (("user", self.user_quantizer), ("item", self.item_quantizer)):
+            if estimators[side].pending_batches > 0:
+                quantizer.set_delta(estimators[side].refresh(epoch_idx))
+        self.train(was_training)
+        self.logger.info(
+            f"HQGNN epoch {epoch_idx}: GSTE delta user={float(self.user_quantizer.delta):.4g} "
+            f"item={float(self.item_quantizer.delta):.4g}"
+        )
+
+    # -- packed inference ------------------------------------------------------------------
+    def build_predictor(self):
+        r"""Pack the b-bit codes of all users and items; score = <e^_u, e^_i> exactly."""
+        user_all, item_all = self.forward()
+        uq, iq = self.user_quantizer, self.item_quantizer
+        return PackedPredictor.from_uniform(
+            uq.codes(user_all).cpu(),
+            iq.codes(item_all).cpu(),
+            self.bits,
+            user_range=(float(uq.lower), float(uq.upper)),
+            item_range=(float(iq.lower), float(iq.upper)),
+        )
+
+    def dequantized_embeddings(self):
+        r"""The float embeddings the codes stand for (for tests and analysis).
+
+        Returns:
+            tuple of torch.Tensor: users [n_users, d], items [n_items, d].
+        """
+        with torch.no_grad():
+            user_all, item_all = self.forward()
+            return (
+                self.user_quantizer.dequantize(self.user_quantizer.codes(user_all)),
+                self.item_quantizer.dequantize(self.item_quantizer.codes(item_all)),
+            )

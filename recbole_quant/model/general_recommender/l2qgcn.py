@@ -1,0 +1,322 @@
+r"""
+L2QGCN
+################################################
+
+Reference:
+    Yankai Chen, Yifei Zhang, Yingxue Zhang, Huifeng Guo, Jingjie Li, Ruiming Tang,
+    Xiuqiang He, Irwin King. "Towards Low-loss 1-bit Quantization of User-item
+    Representations for Top-K Recommendation." arXiv:2112.01944.
+    Successor: Yankai Chen et al. "Learning Binarized Graph Representations with Multi-faceted
+    Quantization Reinforcement for Top-K Recommendation" (BiGeaR), KDD 2022, arXiv:2206.02115.
+
+Reference code:
+    None for L2Q-GCN; BiGeaR's released PyTorch code is the closest artifact
+    (see ``/work/shared/docs/methods.md`` section 4 for what is taken from it).
+
+LightGCN propagates full-precision embeddings; *every* layer l = 0..L is binarised per node,
+``b_v(l) = alpha_v(l) * sign(e_v(l))`` with ``alpha_v(l) = mean |e_v(l)|``; the representation
+is the concatenation of ``w_l * b_v(l)`` (``w_l = (l+1)/(L+1)`` by default), so
+
+    score(u, i) = sum_l w_l^2 alpha_u(l) alpha_i(l) <q_u(l), q_i(l)>,
+    <q_u(l), q_i(l)> = d - 2 popcount(q_u(l) xor q_i(l)).
+
+Inference stores only the (L+1) d-bit codes and (L+1) float scales per node and scores with
+the packed predictor (``w_l`` folded into the scales).
+
+Variants (``variant``; each only sets defaults of ``estimator`` and ``anneal``):
+
+* ``base`` (L2Q-GCN): straight-through sign, binarised from the first epoch.
+* ``anl`` (L2Q-GCN-anl): BiGeaR's Gaussian approximation of the Dirac delta as the gradient of
+  sign ("quantisation approximation") plus annealing: ``two_stage`` (full-precision warm-up
+  for ``warmup_epochs`` epochs, or a ``pretrained_checkpoint``, then binarised) or
+  ``tanh_temperature`` (``alpha * tanh(tau x / alpha)`` with rising ``tau``).
+
+Model selection across stages (:class:`L2QGCNTrainer`): validation always scores with the
+packed binary codes, whatever the training stage, so every checkpoint is judged as the binary
+model it would be at test time. Before binarised training starts (the warm-up, or the
+temperature ramp) early stopping is paused; at the first binarised epoch the best validation
+score is reset, so the selected checkpoint is always one trained with binarisation on.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.utils import InputType
+
+from recbole_quant.errors import CheckpointError, ConfigValueError
+from recbole_quant.model.abstract import QuantizedRecommender
+from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
+from recbole_quant.packed import PackedPredictor
+from recbole_quant.quantization import ScaledSign, TanhSign, TemperatureSchedule
+from recbole_quant.trainer import QuantTrainer, load_checkpoint
+
+# variant -> (estimator, anneal) used when those keys are ~ (None)
+VARIANT_DEFAULTS = {"base": ("ste", "none"), "anl": ("gaussian", "two_stage")}
+ESTIMATORS = ("ste", "gaussian")
+ANNEALS = ("two_stage", "tanh_temperature", "none")
+# checkpoints whose layer-0 tables can start an L2QGCN
+PRETRAINED_MODELS = ("L2QGCN", "LightGCN")
+_EMBEDDING_KEYS = ("user_embedding.weight", "item_embedding.weight")
+
+
+class L2QGCNTrainer(QuantTrainer):
+    r"""``QuantTrainer`` plus the stage rule for early stopping and the best checkpoint.
+
+    ``model.binary_from_epoch`` is the first epoch trained with binarisation on (0 when there
+    is no warm-up). For every epoch up to and including it, the trainer's best validation
+    score and early-stopping counter are reset after the epoch's training (so before its
+    validation): warm-up evaluations (scored with the binary codes all the same) are logged
+    and saved but never stop training, and once binarised training runs only its own
+    checkpoints compete. Being a function of the epoch index, the rule holds after a resume.
+    """
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        binary_from = getattr(self.model, "binary_from_epoch", 0)
+        if binary_from > 0 and epoch_idx <= binary_from:
+            self.best_valid_score = -math.inf if self.valid_metric_bigger else math.inf
+            self.cur_step = 0
+        return loss
+
+
+class L2QGCN(QuantizedRecommender):
+    r"""L2Q-GCN / L2Q-GCN-anl: per-layer 1-bit codes with per-node, per-layer scales.
+
+    Shapes: ``n_users`` users and ``n_items`` items (padding item 0 included), embedding size
+    ``d``, ``G = n_layers + 1`` layers; a training batch holds ``B`` (user, positive, negative)
+    triples.
+    """
+
+    input_type = InputType.PAIRWISE
+    trainer_class = L2QGCNTrainer
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+
+        # load parameters info
+        self.variant = self.choice(config, "variant", tuple(VARIANT_DEFAULTS))
+        default_estimator, default_anneal = VARIANT_DEFAULTS[self.variant]
+        self.estimator = self._preset(config, "estimator", ESTIMATORS, default_estimator)
+        self.anneal = self._preset(config, "anneal", ANNEALS, default_anneal)
+        self.latent_dim = self.int_in_range(config, "embedding_size", 1)
+        self.n_layers = self.int_in_range(config, "n_layers", 0)
+        self.layer_weighting = self.choice(config, "layer_weights", ("linear", "uniform"))
+        self.gamma = self._positive(config, "gamma")
+        self.init_std = self._positive(config, "init_std")
+        self.reg_weight = self._positive(config, "reg_weight", allow_zero=True)
+        self.scale_grad = config["scale_grad"]
+        if not isinstance(self.scale_grad, bool):
+            raise ConfigValueError(f"scale_grad={self.scale_grad!r} is not valid: True or False.")
+        self.warmup_epochs = self.int_in_range(config, "warmup_epochs", 0)
+        self.pretrained_checkpoint = config["pretrained_checkpoint"]
+        schedule = None
+        if self.anneal == "tanh_temperature":
+            try:
+                schedule = TemperatureSchedule(
+                    config["tau_start"], config["tau_end"], config["tau_epochs"], config["tau_kind"]
+                )
+            except (TypeError, ValueError) as err:
+                raise ConfigValueError(f"tanh_temperature schedule: {err}") from None
+
+        # first epoch trained with binarisation on (see L2QGCNTrainer)
+        if self.anneal == "two_stage":
+            self.binary_from_epoch = 0 if self.pretrained_checkpoint else self.warmup_epochs
+        elif self.anneal == "tanh_temperature":
+            self.binary_from_epoch = schedule.epochs
+        else:
+            self.binary_from_epoch = 0
+        if self.binary_from_epoch >= config["epochs"]:
+            self.logger.warning(
+                f"L2QGCN: epochs={config['epochs']} <= first binarised epoch "
+                f"{self.binary_from_epoch} ({self.anneal}): binarised training never starts; "
+                "the result is the sign of the annealing-stage model."
+            )
+
+        # define layers and loss
+        self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
+        self.item_embedding = nn.Embedding(self.n_items, self.latent_dim)
+        self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers)
+        self.binarizer = ScaledSign(self.estimator, self.gamma, self.scale_grad)
+        # always present (tau = 1, unused, without tanh_temperature) so that every L2QGCN
+        # checkpoint has the same keys
+        self.relax = TanhSign(schedule) if schedule is not None else TanhSign(tau=1.0)
+        self.register_buffer("layer_weight", self._layer_weights(), persistent=False)
+
+        # training stage, set per epoch by on_train_epoch_start
+        self.current_epoch = 0
+        self.stage = self.stage_at(0)
+
+        # parameters initialization: N(0, init_std^2) as BiGeaR, or a pretrained checkpoint
+        nn.init.normal_(self.user_embedding.weight, std=self.init_std)
+        nn.init.normal_(self.item_embedding.weight, std=self.init_std)
+        if self.pretrained_checkpoint:
+            self._load_pretrained(str(self.pretrained_checkpoint), config)
+
+    # -- configuration helpers -------------------------------------------------------------
+    def _preset(self, config, key, allowed, default):
+        """``config[key]`` checked against ``allowed``; ``~`` (None) means ``default``."""
+        return default if config[key] is None else self.choice(config, key, allowed)
+
+    @staticmethod
+    def _positive(config, key, allow_zero=False):
+        value = config[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigValueError(f"{key}={value!r} is not valid: a finite number {bound}.")
+        return float(value)
+
+    def _layer_weights(self):
+        """``w_l`` for l = 0..L: [G] float32."""
+        n = self.n_layers + 1
+        if self.layer_weighting == "linear":
+            return torch.arange(1, n + 1, dtype=torch.float32) / n
+        return torch.full((n,), 1.0 / n)
+
+    def _load_pretrained(self, path, config):
+        """Copy the layer-0 tables of an L2QGCN or LightGCN checkpoint (same dataset and d)."""
+        state = load_checkpoint(path)  # CheckpointError: missing, damaged, not ours
+        source = state.get("model")
+        if source not in PRETRAINED_MODELS:
+            raise CheckpointError(
+                f"pretrained_checkpoint={path} holds a {source} model: it must be a checkpoint "
+                f"of {' or '.join(PRETRAINED_MODELS)} (layer-0 user/item embedding tables)."
+            )
+        if state.get("dataset") != config["dataset"]:
+            raise CheckpointError(
+                f"pretrained_checkpoint={path} was trained on dataset {state.get('dataset')!r}, "
+                f"not {config['dataset']!r}: its user/item ids do not match."
+            )
+        weights = state["state_dict"]
+        for key, table in zip(_EMBEDDING_KEYS, (self.user_embedding, self.item_embedding)):
+            if key not in weights:
+                raise CheckpointError(f"pretrained_checkpoint={path} has no {key}.")
+            if tuple(weights[key].shape) != tuple(table.weight.shape):
+                raise CheckpointError(
+                    f"pretrained_checkpoint={path}: {key} has shape {tuple(weights[key].shape)}, "
+                    f"this model needs {tuple(table.weight.shape)} (same dataset and split, "
+                    f"embedding_size={self.latent_dim})."
+                )
+        with torch.no_grad():
+            self.user_embedding.weight.copy_(weights[_EMBEDDING_KEYS[0]])
+            self.item_embedding.weight.copy_(weights[_EMBEDDING_KEYS[1]])
+        self.logger.info(f"L2QGCN: layer-0 embeddings loaded from {source} checkpoint {path}")
+
+    # -- stages ----------------------------------------------------------------------------
+    def stage_at(self, epoch_idx):
+        """Training representation at ``epoch_idx``: 'float', 'binary' or 'tanh'."""
+        if self.anneal == "tanh_temperature":
+            return "tanh"
+        if self.anneal == "two_stage" and epoch_idx < self.binary_from_epoch:
+            return "float"
+        return "binary"
+
+    def on_train_epoch_start(self, epoch_idx, train_data):
+        """Set the stage (and the tanh temperature) for ``epoch_idx``; called by the trainer
+        before every epoch, also the first one after a resume."""
+        stage = self.stage_at(epoch_idx)
+        if stage != self.stage or epoch_idx == self.binary_from_epoch > 0:
+            self.logger.info(f"L2QGCN epoch {epoch_idx}: training stage '{stage}'")
+        self.current_epoch, self.stage = epoch_idx, stage
+        if self.anneal == "tanh_temperature":
+            tau = self.relax.set_epoch(epoch_idx)
+            self.logger.info(f"L2QGCN epoch {epoch_idx}: tanh temperature tau={tau:.4g}")
+
+    # -- encoder ---------------------------------------------------------------------------
+    def forward(self):
+        r"""Full-precision LightGCN propagation, every layer kept.
+
+        Returns:
+            tuple of torch.Tensor: users [n_users, G, d], items [n_items, G, d]
+            (layer l in ``[:, l]``).
+        """
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
+        layers = torch.stack(self.propagation(ego), dim=1)
+        return torch.split(layers, [self.n_users, self.n_items])
+
+    def quantize(self, x, stage=None):
+        r"""The training representation of rows of layer embeddings (before layer weights).
+
+        Args:
+            x (torch.Tensor): [..., G, d] full-precision layer embeddings.
+            stage (str): 'float' (identity), 'binary' (``alpha * sign`` with the configured
+                estimator) or 'tanh' (``alpha * tanh(tau x / alpha)``); default: current stage.
+
+        Returns:
+            torch.Tensor: [..., G, d].
+        """
+        stage = stage or self.stage
+        if stage == "float":
+            return x
+        if stage == "binary":
+            return self.binarizer(x)
+        alpha = x.abs().mean(dim=-1, keepdim=True)
+        if not self.scale_grad:
+            alpha = alpha.detach()
+        return alpha * self.relax(x / alpha.clamp_min(1e-12))
+
+    def _score(self, u, i):
+        """Weighted concatenation inner product: [B, G, d] x [B, G, d] -> [B]."""
+        return ((u * i).sum(dim=-1) * self.layer_weight.pow(2)).sum(dim=-1)
+
+    def calculate_loss(self, interaction):
+        r"""BPR on the (stage's) binarised concatenation + L2 on the batch's layer-0 rows.
+
+        Args:
+            interaction (Interaction): ``USER_ID``, ``ITEM_ID``, ``NEG_ITEM_ID``, each [B].
+
+        Returns:
+            torch.Tensor: scalar loss.
+        """
+        user = interaction[self.USER_ID]
+        pos = interaction[self.ITEM_ID]
+        neg = interaction[self.NEG_ITEM_ID]
+        user_all, item_all = self.forward()
+        u = self.quantize(user_all[user])
+        p = self.quantize(item_all[pos])
+        n = self.quantize(item_all[neg])
+        mf_loss = F.softplus(self._score(u, n) - self._score(u, p)).mean()
+        reg_loss = (
+            self.user_embedding(user).pow(2).sum()
+            + self.item_embedding(pos).pow(2).sum()
+            + self.item_embedding(neg).pow(2).sum()
+        ) / (2 * len(user))
+        return mf_loss + self.reg_weight * reg_loss
+
+    # -- packed inference ------------------------------------------------------------------
+    @torch.no_grad()
+    def binary_codes(self):
+        r"""Sign codes and layer-weighted scales of all users and items.
+
+        Returns:
+            tuple: user codes [n_users, G, d] int8 (+1 where e >= 0, else -1), user scales
+            [n_users, G] float32 (``w_l * alpha_u(l)``), item codes [n_items, G, d], item
+            scales [n_items, G].
+        """
+        out = []
+        for table in self.forward():
+            codes, alpha = self.binarizer.encode(table)
+            out += [codes, alpha.squeeze(-1) * self.layer_weight]
+        return tuple(out)
+
+    def build_predictor(self):
+        r"""Pack every layer's codes; score = sum_l (w_l alpha_u)(w_l alpha_i) <q_u, q_i>."""
+        user_codes, user_scales, item_codes, item_scales = (t.cpu() for t in self.binary_codes())
+        return PackedPredictor.from_signs(user_codes, item_codes, user_scales, item_scales)
+
+    @torch.no_grad()
+    def binary_scores(self, user):
+        r"""Float64 reference of the packed scores, computed from the scaled codes.
+
+        Args:
+            user (torch.Tensor): [B] user ids.
+
+        Returns:
+            torch.Tensor: [B, n_items] float64.
+        """
+        user_codes, user_scales, item_codes, item_scales = self.binary_codes()
+        u = user_codes[user].double() * user_scales[user].double().unsqueeze(-1)
+        i = item_codes.double() * item_scales.double().unsqueeze(-1)
+        return torch.einsum("bgd,ngd->bn", u, i)

@@ -1,0 +1,116 @@
+"""Side-by-side comparison reports: ``table.md``, ``table.csv`` and ``tradeoff.png``.
+
+One row per trained model (and bit width). Rows are plain dicts with the keys of
+:data:`COLUMNS`; a model that failed keeps its row with ``error`` filled and the numbers empty.
+"""
+
+import csv
+import math
+import os
+
+# (key, header, format) in table order.
+COLUMNS = (
+    ("model", "model", "{}"),
+    ("bits", "bits", "{}"),
+    ("recall@20", "Recall@20", "{:.4f}"),
+    ("ndcg@20", "NDCG@20", "{:.4f}"),
+    ("recall@50", "Recall@50", "{:.4f}"),
+    ("ndcg@50", "NDCG@50", "{:.4f}"),
+    ("user_bits", "bits/user", "{:,}"),
+    ("item_bits", "bits/item", "{:,}"),
+    ("code_table_bytes", "code-table bytes", "{:,}"),
+    ("compression", "vs float32", "{:.1f}x"),
+    ("seconds_per_epoch", "s/epoch", "{:.2f}"),
+    ("epochs", "epochs", "{}"),
+    ("eval_seconds", "full-sort eval s", "{:.3f}"),
+    ("error", "error", "{}"),
+)
+KEYS = tuple(key for key, _, _ in COLUMNS)
+
+
+def _cell(value, fmt):
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown_table(rows):
+    """The rows as a GitHub markdown table (only columns that some row fills, plus model)."""
+    used = [
+        (key, header, fmt)
+        for key, header, fmt in COLUMNS
+        if key == "model" or any(row.get(key) not in (None, "") for row in rows)
+    ]
+    lines = [
+        "| " + " | ".join(header for _, header, _ in used) + " |",
+        "|" + "|".join("---" for _ in used) + "|",
+    ]
+    for row in rows:
+        cells = [_cell(row.get(key), fmt).replace("|", "/") for key, _, fmt in used]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows, path):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(KEYS), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: row.get(key, "") for key in KEYS})
+
+
+def plot_tradeoff(rows, path, title=None):
+    """Recall@20 against bytes per item (log axis); full-precision baselines marked apart."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [r for r in rows if r.get("recall@20") is not None and r.get("item_bits")]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for row in points:
+        x = row["item_bits"] / 8.0
+        quantized = row.get("quantized", False)
+        ax.scatter(
+            [x],
+            [row["recall@20"]],
+            marker="o" if quantized else "s",
+            s=60,
+            color="tab:blue" if quantized else "tab:red",
+            zorder=3,
+        )
+        label = row["model"] + (f" {row['bits']}b" if quantized and row.get("bits") else "")
+        ax.annotate(label, (x, row["recall@20"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per item (code + scales; log scale)")
+    ax.set_ylabel("test Recall@20")
+    ax.set_title(title or "Quality vs item storage")
+    ax.grid(True, which="both", alpha=0.3)
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color="tab:blue", label="quantized (recbole_quant)"),
+        plt.Line2D([], [], marker="s", ls="", color="tab:red", label="full precision (float32)"),
+    ]
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(rows, out_dir, title=None):
+    """Write ``table.md``, ``table.csv`` and ``tradeoff.png`` into ``out_dir``; return paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {
+        "table.md": os.path.join(out_dir, "table.md"),
+        "table.csv": os.path.join(out_dir, "table.csv"),
+        "tradeoff.png": os.path.join(out_dir, "tradeoff.png"),
+    }
+    with open(paths["table.md"], "w", encoding="utf-8") as f:
+        if title:
+            f.write(f"# {title}\n\n")
+        f.write(markdown_table(rows))
+    write_csv(rows, paths["table.csv"])
+    plot_tradeoff(rows, paths["tradeoff.png"], title)
+    return paths

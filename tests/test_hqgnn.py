@@ -1,0 +1,128 @@
+"""HQ-GNN: quantized LightGCN with the Hessian-aware estimator, through RecBole's loop."""
+
+import pytest
+import torch
+
+from conftest import FAST_RUN
+from recbole_quant import Config
+from recbole_quant.errors import ConfigValueError
+from recbole_quant.quick_start import load_data, run_recbole_quant
+from recbole_quant.trainer import get_trainer
+from recbole.data.interaction import Interaction
+
+
+def build(config_dict):
+    config = Config(model="HQGNN", dataset="ml-100k", config_dict=dict(FAST_RUN, **config_dict), cmd_args=[])
+    _, train_data, valid_data, test_data = load_data(config)
+    model = config.model_class(config, train_data._dataset)
+    return config, model, train_data, valid_data, test_data
+
+
+@pytest.fixture(scope="module")
+def trained_2bit(tmp_path_factory):
+    import os
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("hq"))
+    try:
+        config, model, train_data, valid_data, _ = build({"bits": 2, "epochs": 2})
+        trainer = get_trainer(config, config.model_class)(config, model)
+        trainer.fit(train_data, valid_data, saved=False)
+    finally:
+        os.chdir(cwd)
+    model.eval()
+    return model
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_full_sort_equals_dequantized_float_scores(bits):
+    _, model, train_data, _, _ = build({"bits": bits})
+    model.train()
+    model.calculate_loss(next(iter(train_data)))  # initialises the ranges from data
+    model.eval()
+    users = torch.arange(1, 40)
+    scores = model.full_sort_predict(Interaction({"user_id": users}))
+    u_hat, i_hat = model.dequantized_embeddings()
+    expected = u_hat[users].double() @ i_hat.double().T
+    assert scores.shape == (39, model.n_items) and scores.dtype == torch.float32
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_predict_matches_full_sort(trained_2bit):
+    model = trained_2bit
+    users = torch.tensor([1, 5, 5, 9])
+    items = torch.tensor([3, 7, 100, 1500])
+    pairs = model.predict(Interaction({"user_id": users, "item_id": items}))
+    full = model.full_sort_predict(Interaction({"user_id": users}))
+    assert torch.equal(pairs, full[torch.arange(4), items])
+
+
+def test_full_sort_returns_fresh_tensor(trained_2bit):
+    inter = Interaction({"user_id": torch.tensor([1, 2])})
+    first = trained_2bit.full_sort_predict(inter)
+    first[:, 0] = -float("inf")
+    second = trained_2bit.full_sort_predict(inter)
+    assert torch.isfinite(second).all()
+
+
+def test_predictor_cache_is_dropped_when_training_resumes(trained_2bit):
+    model = trained_2bit
+    inter = Interaction({"user_id": torch.tensor([1, 2])})
+    before = model.full_sort_predict(inter)
+    model.train()
+    with torch.no_grad():
+        model.item_embedding.weight.mul_(-1.0)
+    model.eval()
+    after = model.full_sort_predict(inter)
+    assert not torch.equal(before, after)
+    with torch.no_grad():
+        model.item_embedding.weight.mul_(-1.0)
+
+
+def test_gste_delta_is_estimated_and_zero_for_ste():
+    _, model, train_data, _, _ = build({"bits": 1, "hessian_batches": 2})
+    model.on_train_epoch_start(0, train_data)
+    delta_u, delta_i = float(model.user_quantizer.delta), float(model.item_quantizer.delta)
+    assert delta_u >= 0 and delta_i >= 0 and delta_u + delta_i > 0
+    # not a refresh epoch: unchanged
+    model.user_quantizer.set_delta(0.123)
+    model.on_train_epoch_start(3, train_data)
+    assert float(model.user_quantizer.delta) == pytest.approx(0.123)
+    _, ste, train_data, _, _ = build({"grad_estimator": "ste"})
+    ste.on_train_epoch_start(0, train_data)
+    assert float(ste.user_quantizer.delta) == 0.0
+
+
+def test_fixed_delta_is_used():
+    _, model, train_data, _, _ = build({"fixed_delta": 0.5})
+    model.on_train_epoch_start(0, train_data)
+    assert float(model.item_quantizer.delta) == 0.5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [({"bits": 9}, "bits=9"), ({"bits": 0}, "bits=0"), ({"grad_estimator": "foo"}, "gste, ste")],
+)
+def test_impossible_settings_are_clear_errors(override, message):
+    with pytest.raises(ConfigValueError, match=message):
+        build(override)
+
+
+def test_runs_end_to_end_and_reports_storage():
+    result = run_recbole_quant(model="HQGNN", config_dict=dict(FAST_RUN, bits=1))
+    assert 0 < result["test_result"]["recall@20"] <= 1
+    storage = result["storage"]
+    assert storage.item_code_bits == 64  # 1 bit x d = 64, ranges are per table not per item
+    assert result["epochs"] == 2
+
+
+def test_resume_keeps_delta_and_continues():
+    first = run_recbole_quant(model="HQGNN", config_dict=dict(FAST_RUN, epochs=2, eval_step=0))
+    config, model, train_data, _, _ = build({"epochs": 3, "eval_step": 0})
+    trainer = get_trainer(config, config.model_class)(config, model)
+    trainer.resume_checkpoint(first["checkpoint"])
+    delta = float(model.user_quantizer.delta)
+    assert delta > 0 and bool(model.user_quantizer.range_initialized)
+    trainer.fit(train_data, None, saved=False)
+    assert sorted(trainer.train_loss_dict) == [2]
+    assert float(model.user_quantizer.delta) == delta  # epoch 2 is not a refresh epoch
