@@ -87,13 +87,33 @@ def test_predict_matches_full_sort(tmp_path, mode, quantize):
     assert torch.equal(pair, full[torch.arange(5), items])
 
 
+@pytest.mark.parametrize("mode,quantize", [("hard", True), ("soft", True), ("hard", False)])
+def test_predictor_topk_equals_ranking_full_sort_scores(tmp_path, mode, quantize):
+    # the trainer's packed top-k path and RecBole's standard path rank the same way
+    from recbole_quant.evaluation import deterministic_topk
+
+    _, model, _ = build(tmp_path, mode=mode, quantize=quantize, soft_candidates=7)
+    model.eval()
+    users = torch.arange(model.n_users)
+    history = model.predictor.score(users) > 1e9  # nothing
+    history[:, 0] = True
+    history[users % 3 == 0, 1:6] = True
+    indptr = np.concatenate([[0], np.cumsum(history.sum(1).numpy())])
+    indices = history.nonzero()[:, 1].numpy()
+    _, ids = model.predictor.topk(users, 10, exclude=(indptr, indices))
+    scores = model.full_sort_predict({model.USER_ID: users})
+    scores[history] = -math.inf
+    assert torch.equal(torch.as_tensor(ids), deterministic_topk(scores, 10))
+
+
 def test_soft_mode_reranks_hamming_candidates_by_continuous_scores(tmp_path):
     _, model, _ = build(tmp_path, mode="soft", soft_candidates=6)
     model.eval()
     users = torch.arange(1, model.n_users)
     soft = model.full_sort_predict({model.USER_ID: users})
-    hard = model.predictor.score(users)
-    _, candidates = model.predictor.topk(users, 6)
+    packed = model.predictor.packed  # the hard-code predictor the candidates come from
+    hard = packed.score(users)
+    _, candidates = packed.topk(users, 6)
     candidates = torch.as_tensor(candidates)
     z_user, z_item = model.code_tables()
     cont = z_user[users] @ z_item.T
@@ -105,6 +125,18 @@ def test_soft_mode_reranks_hamming_candidates_by_continuous_scores(tmp_path):
         assert torch.equal(soft[row, others], hard[row, others])  # others keep Hamming scores
         order = torch.argsort(soft[row, cand], descending=True)
         assert torch.equal(order, torch.argsort(cont[row, cand], descending=True))
+
+
+def test_storage_reports_what_each_mode_keeps(tmp_path):
+    _, hard, _ = build(tmp_path)
+    hard.eval()
+    assert hard.storage().item_code_bits == 32 and hard.storage().user_code_bits == 32
+    _, soft, _ = build(tmp_path, mode="soft")
+    soft.eval()
+    assert soft.storage().item_code_bits == 32 + 32 * 32  # codes + continuous z
+    _, cont, _ = build(tmp_path, quantize=False)
+    cont.eval()
+    assert cont.storage() is None
 
 
 def test_continuous_counterpart_ranks_by_float_dot_products(tmp_path):

@@ -1,0 +1,36 @@
+"""Bit-packed codes: packing, exact popcount kernels, fused top-k, predictor, storage.
+
+Layers, bottom up (a kernel never knows about RecBole):
+
+* :mod:`.bitpack` - sign codes and bit planes <-> uint64 words
+* :mod:`.bitops` - popcount and float bit casts for numba
+* :mod:`.kernels` - numba score / fused top-k kernels (tie rule documented there)
+* :mod:`.torch_kernels` - the exact torch matmul path (CUDA)
+* :mod:`.exclusion`, :mod:`.threads` - CSR exclusion lists, thread pool
+* :mod:`.predictor` - :class:`PackedPredictor`, what the models call
+* :mod:`.storage` - :class:`StorageReport`
+* :mod:`.reference` - the reference top-k (specification of the tie rule)
+"""
+from .bitpack import pack_planes, pack_signs, unpack_planes, unpack_signs, word_major
+from .kernels import plane_dot, plane_scores, plane_topk, sign_dot, sign_scores, sign_topk
+from .predictor import PackedPredictor
+from .reference import reference_topk
+from .storage import StorageReport, storage_report
+
+__all__ = [
+    "PackedPredictor",
+    "StorageReport",
+    "storage_report",
+    "pack_signs",
+    "unpack_signs",
+    "pack_planes",
+    "unpack_planes",
+    "word_major",
+    "sign_dot",
+    "sign_scores",
+    "sign_topk",
+    "plane_dot",
+    "plane_scores",
+    "plane_topk",
+    "reference_topk",
+]

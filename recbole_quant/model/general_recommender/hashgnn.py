@@ -22,19 +22,23 @@ Loss on the mixed vectors, ``s(u, i) = logit_scale * <z_u, z_i>``:
 ``(u, i+)``, 0 for each negative, averaged over all labelled pairs) and ``L_rank`` BPR
 (mean over negatives of ``softplus(s(u, j) - s(u, i+))``); no L2 term.
 
-Inference (always deterministic): codes for all users and items, packed once into a
-:class:`recbole_quant.packed.PackedPredictor`.
+Inference (always deterministic): ``z`` for all users and items once after training (sage:
+mean over all neighbours, or a fixed-seed sample), then a predictor built once
+(:meth:`HashGNN.build_predictor`) answers ``full_sort_predict``, ``predict`` and the
+trainer's packed top-k:
 
-* ``mode: hard`` -- Hamming ranking: ``score = <sign(z_u), sign(z_i)>`` (an integer).
+* ``mode: hard`` -- Hamming ranking by a :class:`recbole_quant.packed.PackedPredictor`:
+  ``score = <sign(z_u), sign(z_i)>`` (an integer in [-bits, bits]).
 * ``mode: soft`` -- the ``soft_candidates`` best items by Hamming score are re-ranked by the
-  continuous ``<z_u, z_i>`` (HashGNN_s).
+  continuous ``<z_u, z_i>`` (HashGNN_s, :class:`SoftRerankPredictor`).
 * ``quantize: False`` -- the continuous counterpart: same network and losses without codes,
-  ranking by float dot products of ``z``.
+  ranking by float dot products of ``z`` (:class:`FloatPredictor`).
 """
 
 import math
 from logging import getLogger
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -380,62 +384,30 @@ class HashGNN(QuantizedRecommender):
         return self._tables
 
     def build_predictor(self):
-        from recbole_quant.packed.predictor import PackedPredictor
+        """The predictor of the active mode, over every user and item (padding ids included).
 
-        z_user, z_item = self.code_tables()
-        return PackedPredictor.from_signs(z_user.cpu(), z_item.cpu())
+        * hard: :class:`PackedPredictor` of ``sign(z)``;
+        * soft: :class:`SoftRerankPredictor` (that packed predictor + the continuous ``z``);
+        * ``quantize: False``: :class:`FloatPredictor` (continuous ``z``).
 
-    def _soft_offset(self):
-        # hard scores lie in [-bits, bits], continuous ones in (-bits, bits): candidates get
-        # their continuous score + 3 * bits, i.e. > 2 * bits, above every non-candidate.
-        return 3.0 * self.bits
-
-    def _score_users(self, user):
-        """Fresh float32 scores [B, n_items] of ``user`` [B] (CPU ids) under the active mode."""
-        if not self.quantize:
-            z_user, z_item = self.code_tables()
-            # float64 products of float32 values are exact and the sums nearly so: a row's
-            # scores do not depend on which other users share the batch (predict == full sort)
-            z_u = z_user[user.to(z_user.device)].double()
-            return (z_u @ z_item.double().T).float().cpu()
-        scores = self.predictor.score(user)
-        if self.mode == "hard":
-            return scores
-        z_user, z_item = self.code_tables()
-        k = min(self.soft_candidates, self.n_items)
-        _, ids = self.predictor.topk(user, k)
-        ids = torch.as_tensor(ids, dtype=torch.long)
-        valid = ids >= 0
-        ids = torch.where(valid, ids, torch.zeros_like(ids))
-        z_u = z_user[user.to(z_user.device)].double().unsqueeze(1)  # [B, 1, bits]
-        cont = (z_u * z_item[ids.to(z_item.device)].double()).sum(-1)  # [B, C]
-        boosted = (cont + self._soft_offset()).float().cpu()
-        current = scores.gather(1, ids)
-        scores.scatter_(1, ids, torch.where(valid, boosted, current))
-        return scores
-
-    def predict(self, interaction):
-        """Scores of (user, item) pairs, equal to the matching ``full_sort_predict`` entries.
-
-        Args:
-            interaction (Interaction): ``USER_ID`` [B] and ``ITEM_ID`` [B].
-
-        Returns:
-            torch.Tensor: [B] float32.
+        All three answer ``score`` / ``topk`` / ``storage``, so RecBole's standard evaluation
+        (``full_sort_predict``) and the trainer's packed top-k path rank identically.
         """
-        user = interaction[self.USER_ID]
-        item = interaction[self.ITEM_ID]
-        unique, inverse = torch.unique(user.cpu(), return_inverse=True)
-        return self._score_users(unique)[inverse, item.cpu()].to(user.device)
+        from recbole_quant.packed import PackedPredictor
+
+        z_user, z_item = (t.cpu() for t in self.code_tables())
+        if not self.quantize:
+            return FloatPredictor(z_user, z_item)
+        packed = PackedPredictor.from_signs(z_user, z_item)
+        if self.mode == "hard":
+            return packed
+        return SoftRerankPredictor(packed, z_user, z_item, self.soft_candidates)
 
     def full_sort_predict(self, interaction):
-        """Scores of every item for a batch of users.
+        """Scores of every item for a batch of users, from :meth:`build_predictor`'s predictor.
 
         * hard: ``<sign(z_u), sign(z_i)>`` from the packed codes (integers in [-bits, bits]);
-        * soft: the ``soft_candidates`` best items by that score (ties: lower item id first)
-          get ``<z_u, z_i> + 3 * bits``, which keeps them above every other item; the others
-          keep their Hamming score. RecBole masks the history after scoring, so a history
-          item among the candidates takes a candidate slot;
+        * soft: see :class:`SoftRerankPredictor`;
         * ``quantize: False``: ``<z_u, z_i>``.
 
         Args:
@@ -444,9 +416,127 @@ class HashGNN(QuantizedRecommender):
         Returns:
             torch.Tensor: a fresh float32 tensor [B, n_items] (padding item 0 included).
         """
-        user = interaction[self.USER_ID]
-        return self._score_users(user.cpu()).to(user.device)
+        return super().full_sort_predict(interaction)
 
     def storage(self):
-        """:class:`StorageReport` of the packed codes (the continuous model stores floats)."""
+        """:class:`StorageReport` of what inference keeps; ``None`` for the continuous model.
+
+        Hard: the packed codes (``bits`` bits per node). Soft: the codes plus the continuous
+        ``z`` (``bits`` float32 per node) it re-ranks with.
+        """
         return self.predictor.storage()
+
+
+class DenseScorePredictor:
+    """The predictor interface (``score`` / ``topk`` / ``storage``) over dense score rows.
+
+    ``topk`` scores the users' rows, sets excluded items to -inf and applies the packed
+    predictor's tie rule (higher score first, then lower item id); slots left without an
+    item are ``-inf`` / ``-1``.
+    """
+
+    def __init__(self, n_users, n_items):
+        self.n_users, self.n_items = int(n_users), int(n_items)
+
+    def _scores(self, users):
+        """float32 [B, n_items] for ``users`` (CPU int64 [B])."""
+        raise NotImplementedError
+
+    def score(self, user_index):
+        """A fresh float32 tensor [B, n_items] of scores for ``user_index`` [B]."""
+        users = torch.as_tensor(user_index, dtype=torch.long).reshape(-1).cpu()
+        return self._scores(users)
+
+    def topk(self, user_index, k, exclude=None):
+        """Top-k ``(scores float32 [B, k], item_ids int64 [B, k])``; see the class docstring."""
+        from recbole_quant.evaluation import deterministic_topk
+        from recbole_quant.packed.exclusion import batch_exclusion
+
+        users = torch.as_tensor(user_index, dtype=torch.long).reshape(-1).cpu()
+        if isinstance(k, bool) or int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        scores = self._scores(users)
+        indptr, indices = batch_exclusion(exclude, users.numpy(), self.n_users, self.n_items)
+        rows = np.repeat(np.arange(len(users)), np.diff(indptr))
+        keep = (indices >= 0) & (indices < self.n_items)
+        scores[torch.from_numpy(rows[keep]), torch.from_numpy(indices[keep])] = -math.inf
+        top = min(k, self.n_items)
+        ids = deterministic_topk(scores, top)
+        values = scores.gather(1, ids)
+        ids = torch.where(torch.isneginf(values), torch.full_like(ids, -1), ids)
+        if top < k:
+            pad = len(users), k - top
+            values = torch.cat([values, torch.full(pad, -math.inf)], dim=1)
+            ids = torch.cat([ids, torch.full(pad, -1, dtype=torch.long)], dim=1)
+        return values, ids
+
+
+class FloatPredictor(DenseScorePredictor):
+    """Continuous ranking ``<z_u, z_i>`` (HashGNN with ``quantize: False``).
+
+    Computed in float64 and rounded to float32: the products of float32 values are exact, so a
+    user's row does not depend on the other users of the batch (``predict`` equals
+    ``full_sort_predict`` bit for bit).
+
+    Args:
+        z_user (torch.Tensor): [n_users, d] float.
+        z_item (torch.Tensor): [n_items, d] float.
+    """
+
+    def __init__(self, z_user, z_item):
+        super().__init__(len(z_user), len(z_item))
+        self.z_user = z_user.double()
+        self.z_item_t = z_item.double().T.contiguous()
+
+    def _scores(self, users):
+        return (self.z_user[users] @ self.z_item_t).float()
+
+    def storage(self):
+        return None  # float32 embeddings, nothing quantized
+
+
+class SoftRerankPredictor(DenseScorePredictor):
+    """HashGNN_s: Hamming top-C candidates re-ranked by the continuous scores.
+
+    Per user, the ``candidates`` best items by Hamming score (``PackedPredictor.topk`` over
+    all items, ties to the lower id) get ``<z_u, z_i> + 3 * d``; every other item keeps its
+    Hamming score ``<sign(z_u), sign(z_i)>``. Hamming scores lie in [-d, d] and continuous
+    ones in (-d, d), so candidates (> 2d) always rank above non-candidates and are ordered by
+    the continuous score. Exclusions (history) apply after this scoring, in ``topk`` as in
+    RecBole's standard path, so a history item among the candidates uses up a candidate slot
+    (as in the authors' evaluation, which searches the top-500 among all items).
+
+    Args:
+        packed (PackedPredictor): sign codes of ``z_user`` / ``z_item``.
+        z_user (torch.Tensor): [n_users, d] continuous hash outputs.
+        z_item (torch.Tensor): [n_items, d].
+        candidates (int): C, candidates per user (at most ``n_items`` are used).
+    """
+
+    def __init__(self, packed, z_user, z_item, candidates):
+        super().__init__(len(z_user), len(z_item))
+        self.packed = packed
+        self.z_user = z_user.double()
+        self.z_item = z_item.double()
+        self.candidates = min(int(candidates), self.n_items)
+        self.offset = 3.0 * z_user.shape[1]
+
+    def _scores(self, users):
+        scores = self.packed.score(users)  # fresh float32 [B, n_items]
+        _, ids = self.packed.topk(users, self.candidates)
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        valid = ids >= 0
+        ids = torch.where(valid, ids, torch.zeros_like(ids))
+        cont = (self.z_user[users].unsqueeze(1) * self.z_item[ids]).sum(-1)  # [B, C] float64
+        boosted = (cont + self.offset).float()
+        scores.scatter_(1, ids, torch.where(valid, boosted, scores.gather(1, ids)))
+        return scores
+
+    def storage(self):
+        from recbole_quant.packed import storage_report
+
+        d = self.z_user.shape[1]
+        return storage_report(
+            "sign", self.n_users, self.n_items, d, user_floats_per_node=d, item_floats_per_node=d
+        )

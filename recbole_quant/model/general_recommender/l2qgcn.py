@@ -31,6 +31,14 @@ Variants (``variant``; each only sets defaults of ``estimator`` and ``anneal``):
   for ``warmup_epochs`` epochs, or a ``pretrained_checkpoint``, then binarised) or
   ``tanh_temperature`` (``alpha * tanh(tau x / alpha)`` with rising ``tau``).
 
+Why the warm start matters (measured on ml-100k, ``docs/results/l2qgcn_ml100k.md``): binarised
+from a random init, the first BPR steps align every coordinate's sign with the dominant
+"popularity" direction; with equal-magnitude codes the personal signal cannot flip a sign
+against it, so all users end with the same codes on the propagated layers and the ranking
+is item popularity (Spearman 0.998): a stall at about Pop's recall, with either estimator.
+A full-precision warm-up first spreads the preference structure over the coordinates, so
+its signs already rank well and binarised training refines them.
+
 Model selection across stages (:class:`L2QGCNTrainer`): validation always scores with the
 packed binary codes, whatever the training stage, so every checkpoint is judged as the binary
 model it would be at test time. Before binarised training starts (the warm-up, or the
@@ -162,7 +170,8 @@ class L2QGCN(QuantizedRecommender):
     @staticmethod
     def _positive(config, key, allow_zero=False):
         value = config[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = number and math.isfinite(value)
         if not ok or value < 0 or (value == 0 and not allow_zero):
             bound = ">= 0" if allow_zero else "> 0"
             raise ConfigValueError(f"{key}={value!r} is not valid: a finite number {bound}.")
