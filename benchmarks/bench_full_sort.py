@@ -203,14 +203,13 @@ def main():
     args = parse_args()
     n_users, n_items = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
-    numba.set_num_threads(args.threads)
     if faiss is not None:
         faiss.omp_set_num_threads(args.threads)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"# bench_full_sort: {n_users} users x {n_items} items, top-{args.k}, batches of {args.batch} users, "
           f"median of {args.repeats} rounds")
     print(f"# machine: {os.cpu_count()} cores, {cpu}; threads: torch={torch.get_num_threads()} "
-          f"numba={numba.get_num_threads()} faiss={args.threads if faiss else 'n/a'} (same for every path)")
+          f"packed={torch.get_num_threads()} faiss={args.threads if faiss else 'n/a'} (same for every path)")
     print(f"# torch {torch.__version__}, numpy {np.__version__}, numba {numba.__version__}, "
           f"faiss {faiss.__version__ if faiss else 'not installed'}; popcount: {POPCOUNT_IMPL}")
 

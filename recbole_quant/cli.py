@@ -14,7 +14,9 @@ USAGE = """usage: run_recbole_quant.py --model=NAME[,NAME...] [--dataset=NAME] [
                             [--key=value ...] [--bits=1,2,4] [--out_dir=DIR] [--list-models]
 
   --model         a recbole_quant model (HQGNN, HashGNN, L2QGCN) or any RecBole model;
-                  several, comma-separated, train in turn and are compared side by side
+                  several, comma-separated, train in turn and are compared side by side;
+                  NAME:key=value[:key=value] gives one entry its own options,
+                  e.g. --model=HQGNN,HQGNN:grad_estimator=ste,LightGCN
   --dataset       dataset name (default ml-100k, shipped with RecBole: works offline)
   --config_files  space-separated yaml files, later files win
   --key=value     any RecBole or model option, e.g. --bits=2 --learning_rate=0.002
@@ -96,14 +98,16 @@ def main(argv=None):
         from recbole_quant.registry import get_model
 
         models = [m.strip() for m in own["model"].split(",") if m.strip()]
-        for name in models:
-            get_model(name)  # fail fast on a wrong name, before loading any data
+        from recbole_quant.compare import parse_model_spec
+
+        for spec in models:
+            get_model(parse_model_spec(spec)[0])  # fail fast on a wrong name, before any data
         config_files = own.get("config_files")
         common = dict(
             dataset=own.get("dataset", "ml-100k"),
             config_file_list=config_files.split() if config_files else None,
         )
-        if len(models) > 1 or any(o.startswith("--bits=") and "," in o for o in overrides):
+        if len(models) > 1 or ":" in models[0] or any(o.startswith("--bits=") and "," in o for o in overrides):
             from recbole_quant.compare import compare
 
             bits = [o.split("=", 1)[1] for o in overrides if o.startswith("--bits=")]

@@ -7,13 +7,37 @@ Each model runs through :func:`recbole_quant.quick_start.run_recbole_quant` in t
 seed, split and evaluation are RecBole's, identical for all). Models with a bit-width option
 (``bit_width_key``, e.g. HQ-GNN's ``bits``) run once per width in ``bits``. A model that fails
 keeps its row with the error; the others still run.
+
+A model entry may carry its own options after colons, so variants of one model share the
+table: ``HQGNN:grad_estimator=ste``, ``HashGNN:mode=soft``, ``HashGNN:quantize=False``.
 """
 
 import os
 import time
 from logging import getLogger
 
+import yaml
+
+from recbole_quant.errors import ConfigValueError
 from recbole_quant.registry import get_model
+
+
+def parse_model_spec(spec):
+    """``"HQGNN:bits=2:grad_estimator=ste"`` -> ``("HQGNN", {"bits": 2, "grad_estimator": "ste"})``.
+
+    Values are read as YAML scalars (``False``, ``0.5``, ``[10, 5]``), as in RecBole's yaml files.
+    """
+    name, *options = spec.strip().split(":")
+    overrides = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise ConfigValueError(
+                f"Model entry '{spec}': options are written NAME:key=value[:key=value], "
+                f"e.g. HQGNN:grad_estimator=ste."
+            )
+        overrides[key.strip()] = yaml.safe_load(value)
+    return name.strip(), overrides
 from recbole_quant.report import write_report
 
 
@@ -21,31 +45,35 @@ def plan_runs(models, bits=None):
     """Expand model names and widths into runs.
 
     Args:
-        models (list of str): model names (plugin or RecBole), in order.
-        bits (list of int, optional): widths for models with a bit-width option.
+        models (list of str): model entries (plugin or RecBole names, optionally with
+            ``:key=value`` options, see :func:`parse_model_spec`), in order.
+        bits (list of int, optional): widths for models with a bit-width option (an entry
+            that sets its own width keeps it).
 
     Returns:
         list of (name, overrides dict): one entry per run. Unknown names raise
         :class:`UnknownModelError` here, before anything trains.
     """
     runs = []
-    for name in models:
+    for spec in models:
+        name, options = parse_model_spec(spec)
         model_class = get_model(name)
         width_key = getattr(model_class, "bit_width_key", None)
-        if bits and width_key:
-            runs.extend((name, {width_key: int(b)}) for b in bits)
+        if bits and width_key and width_key not in options:
+            runs.extend((name, dict(options, **{width_key: int(b)})) for b in bits)
         else:
-            runs.append((name, {}))
+            runs.append((name, options))
     return runs
 
 
-def row_from_result(result, overrides):
+def row_from_result(result, overrides, width_key=None):
     """One table row from :func:`run_recbole_quant`'s result."""
     test = result["test_result"] or {}
     config = result["config"]
     row = {key: test.get(key) for key in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")}
     row.update(
         model=result["model"],
+        variant=" ".join(f"{k}={v}" for k, v in overrides.items() if k != width_key),
         seconds_per_epoch=result["seconds_per_epoch"],
         epochs=result["epochs"],
         eval_seconds=result["test_eval_seconds"],
@@ -56,8 +84,8 @@ def row_from_result(result, overrides):
         row.update(
             quantized=True,
             bits=result["code_width"],
-            user_bits=storage.bits_per_user,
-            item_bits=storage.bits_per_item,
+            user_bits=storage.user_code_bits,
+            item_bits=storage.item_code_bits,
             code_table_bytes=storage.user_table_bytes + storage.item_table_bytes,
             compression=storage.ratio_vs_float32,
         )
@@ -72,7 +100,6 @@ def row_from_result(result, overrides):
                 code_table_bytes=4 * dim * n,
                 compression=1.0,
             )
-    row.update({k: v for k, v in overrides.items() if k not in row})
     return row
 
 
@@ -114,6 +141,7 @@ def compare(
     for index, (name, overrides) in enumerate(runs, start=1):
         start = time.perf_counter()
         label = name + "".join(f" {k}={v}" for k, v in overrides.items())
+        width_key = getattr(get_model(name), "bit_width_key", None)
         try:
             result = run_recbole_quant(
                 model=name,
@@ -123,10 +151,13 @@ def compare(
                 cmd_args=list(cmd_args),
                 saved=saved,
             )
-            row = row_from_result(result, overrides)
+            row = row_from_result(result, overrides, width_key)
             status = f"test recall@20={row['recall@20']:.4f}"
         except Exception as err:  # one failing model must not stop the comparison
-            row = dict(model=name, error=f"{type(err).__name__}: {err}", **overrides)
+            row = dict(model=name, variant=" ".join(f"{k}={v}" for k, v in overrides.items()),
+                       error=f"{type(err).__name__}: {err}")
+            if width_key in overrides:
+                row["bits"] = overrides[width_key]
             status = f"FAILED ({row['error'].splitlines()[0]})"
         rows.append(row)
         message = (

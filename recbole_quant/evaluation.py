@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector
+from recbole.evaluator.register import metric_information
 from recbole.utils import EvaluatorType
 
 # Resources the sparse path can produce; anything else (e.g. GAUC's rec.meanrank) needs
@@ -81,7 +82,8 @@ class SparseCollector(Collector):
         self.deterministic_ties = deterministic_ties
 
     def sparse_supported(self):
-        needed = [key for key in self.register.register_dict if self.register.need(key)]
+        # RecBole's Register sets one attribute per resource its metrics need
+        needed = {info for metric in self.register.metrics for info in metric_information[metric]}
         return all(key in TOPK_RESOURCES or key.startswith("data.num") or
                    key.startswith("data.count") for key in needed)
 

@@ -15,7 +15,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_quant.config import Config
 from recbole_quant.data.checks import check_dataset_files
-from recbole_quant.errors import MalformedDatasetError, RecboleQuantError
+from recbole_quant.errors import ConfigValueError, MalformedDatasetError, RecboleQuantError
 from recbole_quant.trainer import get_trainer
 
 
@@ -76,6 +76,7 @@ def run_recbole_quant(
 
     dataset_obj, train_data, valid_data, test_data = load_data(config)
     logger.info(dataset_obj)
+    _check_topk(config, dataset_obj)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = config.model_class(config, train_data._dataset).to(config["device"])
@@ -120,6 +121,22 @@ def run_recbole_quant(
     }
     _close_log_handlers()
     return result
+
+
+def _check_topk(config, dataset):
+    # RecBole fails deep inside torch.topk ("selected index k out of range") otherwise
+    n_real_items = dataset.item_num - 1  # item id 0 is padding
+    mode = config["eval_args"]["mode"]
+    modes = set(mode.values()) if isinstance(mode, dict) else {mode}
+    if "full" in modes:
+        largest = max(config["topk"])
+        if largest > n_real_items:
+            fitting = [k for k in config["topk"] if k <= n_real_items] or [n_real_items]
+            raise ConfigValueError(
+                f"topk={config['topk']}: dataset '{config['dataset']}' has only "
+                f"{n_real_items} items, so top-{largest} lists cannot be ranked. "
+                f"Use e.g. --topk={fitting} (and a valid_metric at one of those cut-offs)."
+            )
 
 
 def _close_log_handlers():

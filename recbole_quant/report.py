@@ -11,6 +11,7 @@ import os
 # (key, header, format) in table order.
 COLUMNS = (
     ("model", "model", "{}"),
+    ("variant", "options", "{}"),
     ("bits", "bits", "{}"),
     ("recall@20", "Recall@20", "{:.4f}"),
     ("ndcg@20", "NDCG@20", "{:.4f}"),
@@ -83,6 +84,8 @@ def plot_tradeoff(rows, path, title=None):
             zorder=3,
         )
         label = row["model"] + (f" {row['bits']}b" if quantized and row.get("bits") else "")
+        if row.get("variant"):
+            label += f" ({row['variant']})"
         ax.annotate(label, (x, row["recall@20"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("bytes per item (code + scales; log scale)")

@@ -9,7 +9,8 @@ from conftest import FAST_RUN
 from helpers import make_toy_benchmark
 from recbole_quant.cli import main
 from recbole_quant.compare import compare, plan_runs
-from recbole_quant.errors import UnknownModelError
+from recbole_quant.errors import ConfigValueError, UnknownModelError
+from recbole_quant.packed import storage_report
 from recbole_quant.report import KEYS
 
 
@@ -20,13 +21,25 @@ def test_plan_expands_bit_widths_only_for_models_with_a_width():
         plan_runs(["HQGNN", "Nope"])
 
 
+def test_model_entries_carry_their_own_options():
+    runs = plan_runs(["HQGNN:grad_estimator=ste", "HQGNN:bits=8", "HashGNN:quantize=False"], bits=[1, 2])
+    assert runs == [
+        ("HQGNN", {"grad_estimator": "ste", "bits": 1}),
+        ("HQGNN", {"grad_estimator": "ste", "bits": 2}),
+        ("HQGNN", {"bits": 8}),  # an entry's own width wins over --bits
+        ("HashGNN", {"quantize": False}),  # sign codes: no width to expand
+    ]
+    with pytest.raises(ConfigValueError, match="NAME:key=value"):
+        plan_runs(["HQGNN:ste"])
+
+
 def test_two_model_comparison_on_tiny_dataset(tmp_path):
     data_path = make_toy_benchmark(tmp_path / "data")
     rows, paths = compare(
         ["HQGNN", "BPR"],
         dataset="toy",
         bits=[1, 2],
-        config_dict=dict(FAST_RUN, data_path=data_path, embedding_size=16),
+        config_dict=dict(FAST_RUN, data_path=data_path, embedding_size=16, topk=[10, 20]),
         out_dir=str(tmp_path / "report"),
     )
     assert [(r["model"], r["bits"]) for r in rows] == [("HQGNN", 1), ("HQGNN", 2), ("BPR", 32)]
@@ -39,7 +52,14 @@ def test_two_model_comparison_on_tiny_dataset(tmp_path):
     assert one_bit["item_bits"] == 16 and two_bit["item_bits"] == 32
     assert one_bit["compression"] == pytest.approx(32.0)
     assert two_bit["compression"] == pytest.approx(16.0)
-    assert one_bit["code_table_bytes"] == 8 * (n_users + n_items) * 1  # one 64-bit word each
+    # one 64-bit word per row, plus the (l, u) range of each table as float32
+    assert one_bit["code_table_bytes"] == 8 * (n_users + n_items) + 2 * 2 * 4
+    for row, bits in ((one_bit, 1), (two_bit, 2)):
+        report = storage_report("uniform", n_users, n_items, 16, 1, bits, bits, 0, 0, 2, 2)
+        assert row["item_bits"] == report.item_code_bits
+        assert row["user_bits"] == report.user_code_bits
+        assert row["code_table_bytes"] == report.user_table_bytes + report.item_table_bytes
+        assert row["compression"] == report.ratio_vs_float32
     assert bpr["item_bits"] == 32 * 16 and bpr["compression"] == 1.0
     assert bpr["code_table_bytes"] == 4 * 16 * (n_users + n_items)
     # the three files
@@ -57,11 +77,12 @@ def test_a_failing_model_keeps_its_row(tmp_path):
     rows, _ = compare(
         ["BPR", "HQGNN"],
         dataset="toy",
-        config_dict=dict(FAST_RUN, data_path=data_path, embedding_size=8, epochs=1),
+        config_dict=dict(FAST_RUN, data_path=data_path, embedding_size=8, epochs=1, topk=[10, 20]),
         cmd_args=["--bits=12"],  # impossible for HQGNN, unknown for BPR
         out_dir=str(tmp_path / "report"),
     )
     assert [r["model"] for r in rows] == ["BPR", "HQGNN"]
+    assert rows[1].get("recall@20") is None
     assert "bits" in rows[0]["error"] and "bits=12" in rows[1]["error"]
 
 
@@ -69,10 +90,12 @@ def test_cli_comparison_writes_report(tmp_path, capsys):
     data_path = make_toy_benchmark(tmp_path / "data")
     out = tmp_path / "cli_report"
     code = main([
-        "--model=HQGNN,BPR", "--dataset=toy", f"--data_path={data_path}", "--epochs=1",
-        "--embedding_size=8", "--show_progress=False", "--state=WARNING", f"--out_dir={out}",
+        "--model=HQGNN,HQGNN:grad_estimator=ste,BPR", "--dataset=toy", f"--data_path={data_path}", "--epochs=1",
+        "--embedding_size=8", "--topk=[10,20]", "--show_progress=False", "--state=WARNING", f"--out_dir={out}",
     ])
     assert code == 0
     text = capsys.readouterr().out
-    assert "[1/2] HQGNN" in text and "[2/2] BPR" in text
+    assert "[1/3] HQGNN" in text and "[2/3] HQGNN grad_estimator=ste" in text and "[3/3] BPR" in text
+    table = (out / "table.md").read_text()
+    assert "| HQGNN | grad_estimator=ste | 1 |" in table
     assert (out / "table.md").exists() and (out / "tradeoff.png").exists()

@@ -1,5 +1,6 @@
 """Popcount kernels: exact integer scores and float scores vs references."""
 import numba
+import torch
 import numpy as np
 import pytest
 
@@ -119,12 +120,12 @@ def test_single_thread_matches_threads():
     _, qi = _signs(rng, 500, (64,))
     a, b = pack_signs(qu), word_major(pack_signs(qi))
     many = kernels.sign_topk(a, b, 64, 10)
-    old = numba.get_num_threads()
-    numba.set_num_threads(1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         one = kernels.sign_topk(a, b, 64, 10)
     finally:
-        numba.set_num_threads(old)
+        torch.set_num_threads(old)
     np.testing.assert_array_equal(many[1], one[1])
 
 

@@ -7,8 +7,10 @@ tripled the cold compile (about 6 s serial -> 19 s with ``prange`` on the
 ``@njit(nogil=True)`` functions taking ``(start, stop, ...)``; this module
 splits the range and runs the pieces on threads, which release the GIL.
 
-The thread count follows numba's: ``numba.set_num_threads(n)`` (default: all
-cores) applies here too.
+The thread count follows torch's: ``torch.set_num_threads(n)`` applies here
+too, so a model's training and its packed evaluation share one knob. numba's
+own threading layer is never started: on the OpenMP layer its worker pool
+competes with torch's for the same cores.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
+import torch
 
 __all__ = ["run_ranges"]
 
@@ -31,7 +33,7 @@ def _pool() -> ThreadPoolExecutor:
     with _POOL_LOCK:
         if _POOL is None or _POOL_PID != os.getpid():
             _POOL = ThreadPoolExecutor(
-                max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="recbole-quant"
+                max_workers=os.cpu_count() or 1, thread_name_prefix="recbole-quant"
             )
             _POOL_PID = os.getpid()
         return _POOL
@@ -41,10 +43,10 @@ def run_ranges(kernel, n: int, *args) -> None:
     """Call ``kernel(start, stop, *args)`` over pieces of ``range(n)``.
 
     Runs inline when one thread is allowed or ``n`` is 1; otherwise in up to
-    ``_TASKS_PER_THREAD * numba.get_num_threads()`` contiguous pieces. Errors
+    ``_TASKS_PER_THREAD * torch.get_num_threads()`` contiguous pieces. Errors
     raised by any piece are re-raised here.
     """
-    threads = numba.get_num_threads()
+    threads = torch.get_num_threads()
     if threads <= 1 or n <= 1:
         kernel(0, n, *args)
         return
