@@ -37,3 +37,12 @@ class CheckpointError(RecboleQuantError, ValueError):
 
 class TrainingDivergedError(RecboleQuantError, FloatingPointError):
     """The training loss became NaN or infinite."""
+
+
+class ExportError(RecboleQuantError, ValueError):
+    """An export that cannot be written or read: a model without packed codes, a missing,
+    truncated or tampered export file, faiss missing for the hand-off."""
+
+
+class QueryError(RecboleQuantError, ValueError):
+    """A recommendation request an export cannot answer: unknown user token, impossible k."""

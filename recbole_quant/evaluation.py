@@ -97,7 +97,10 @@ class SparseCollector(Collector):
             )
 
     def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-        if not (self.full and self.sparse_supported()) or scores_tensor.dim() != 2:
+        # Both full-sort and sampled evaluation hand RecBole's collector [B, n_items] scores
+        # (sampled ones padded with -inf). Not ``self.full``: RecBole 1.2.1 computes it as
+        # ``"full" in eval_args["mode"]``, which is False for the dict form {valid:, test:}.
+        if not self.sparse_supported() or scores_tensor.dim() != 2:
             return super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
         k = max(self.topk)
         if self.deterministic_ties:

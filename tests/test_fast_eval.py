@@ -54,3 +54,39 @@ def test_sparse_collector_matches_recbole_collector_for_a_baseline():
 def test_bad_eval_path_is_rejected():
     with pytest.raises(ConfigValueError, match="eval_path"):
         Config(model="BPR", dataset="ml-100k", config_dict={"eval_path": "fast"}, cmd_args=[])
+
+
+@pytest.mark.parametrize(
+    "model, options",
+    [
+        ("HQGNN", {"bits": 1}),
+        ("HQGNN", {"bits": 2}),
+        ("HashGNN", {"encoder": "lightgcn"}),
+        ("L2QGCN", {}),
+    ],
+)
+def test_packed_and_standard_paths_give_identical_metrics(model, options):
+    config = Config(
+        model=model,
+        dataset="ml-100k",
+        config_dict=dict(
+            FAST_RUN,
+            epochs=2,
+            metrics=["Recall", "NDCG", "Hit", "Precision", "MRR", "MAP"],
+            **options,
+        ),
+        cmd_args=[],
+    )
+    _, train_data, valid_data, test_data = load_data(config)
+    net = config.model_class(config, train_data._dataset)
+    trainer = get_trainer(config, config.model_class)(config, net)
+    trainer.fit(train_data, None, saved=False)
+    assert trainer.packed_eval_enabled(test_data)
+    packed = trainer.evaluate(test_data, load_best_model=False)
+    trainer.config["eval_path"] = "standard"
+    assert not trainer.packed_eval_enabled(test_data)
+    standard = trainer.evaluate(test_data, load_best_model=False)
+    assert packed.keys() == standard.keys() and len(packed) == 6 * 3
+    for key in packed:
+        assert packed[key] == pytest.approx(standard[key], abs=1e-6), key
+    assert packed["recall@20"] > 0

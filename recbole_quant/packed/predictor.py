@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import kernels, torch_kernels
-from .bitpack import MAX_BITS, n_words, pack_planes, pack_signs, word_major
+from .bitpack import MAX_BITS, n_words, pack_planes, pack_signs, unpack_planes, word_major
 from .exclusion import batch_exclusion
 from .storage import StorageReport, storage_report
 
@@ -65,7 +65,8 @@ class PackedPredictor:
     """Full-sort scoring and top-k over bit-packed user and item codes.
 
     Build with :meth:`from_signs` (HashGNN, L2Q-GCN) or :meth:`from_uniform`
-    (HQ-GNN); the constructor itself takes already packed arrays.
+    (HQ-GNN); the constructor itself takes already packed arrays. :meth:`to_arrays` /
+    :meth:`from_arrays` save and restore one exactly (``recbole_quant.export``).
 
     Parameters
     ----------
@@ -104,6 +105,9 @@ class PackedPredictor:
         self._bias = np.ascontiguousarray(item_bias, dtype=np.float64)
         self._ucons = np.ascontiguousarray(user_const, dtype=np.float64)
         self._table_floats = int(table_floats)
+        # (user_range, item_range) when built by from_uniform: the affine terms derive from
+        # them and the codes, so to_arrays stores 4 floats instead of n_users + n_items
+        self._ranges = None
         self._device = torch.device(device)
         if backend == "auto":
             backend = "torch" if self._device.type == "cuda" else "numba"
@@ -185,17 +189,118 @@ class PackedPredictor:
         d = user_codes.shape[1]
         if item_codes.shape[1] != d:
             raise ValueError(f"users have d={d}, items d={item_codes.shape[1]}")
-        lu, hu = _range(user_range, "user_range")
-        li, hi = _range(item_range, "item_range")
-        du = (hu - lu) / ((1 << int(bits)) - 1)
-        di = (hi - li) / ((1 << int(item_bits)) - 1)
-        s_u = _code_sums(user_codes)
-        s_i = _code_sums(item_codes)
-        mult = du * di
-        item_bias = lu * di * s_i
-        user_const = li * du * s_u + d * lu * li
-        return cls("uniform", up, ip, d, 1, bits, item_bits, None, None, mult, item_bias, user_const,
-                   table_floats=2, backend=backend, device=device)
+        ranges = (_range(user_range, "user_range"), _range(item_range, "item_range"))
+        mult, item_bias, user_const = _uniform_affine(
+            _code_sums(user_codes), _code_sums(item_codes), d, bits, item_bits, *ranges)
+        p = cls("uniform", up, ip, d, 1, bits, item_bits, None, None, mult, item_bias, user_const,
+                table_floats=2, backend=backend, device=device)
+        p._ranges = ranges
+        return p
+
+    # ------------------------------------------------------------------ arrays
+
+    def to_arrays(self) -> dict:
+        """Everything that defines the scores, as plain numpy arrays (``np.savez``-able).
+
+        Returns
+        -------
+        dict of np.ndarray (no object arrays; loads with ``allow_pickle=False``):
+
+        * ``kind`` : str, 0-d unicode, "sign" or "uniform"
+        * ``shape`` : int64 [4], ``(dim, groups, user_bits, item_bits)``
+        * ``user_words`` : uint64 [n_users, L_u], ``item_words`` : uint64 [n_items, L_i],
+          row-major packed codes (:mod:`.bitpack`; L = G * W sign, b * W planes)
+        * ``user_scales`` : [n_users, G], ``item_scales`` : [n_items, G] (scaled sign codes
+          only): float32 when that is lossless (models keep float32 scales), else float64
+        * ``user_range``, ``item_range`` : float64 [2] ``(l, u)`` (built by
+          :meth:`from_uniform`: the affine terms are recomputed from them and the codes)
+        * ``mult`` : float64 [], ``item_bias`` : float64 [n_items], ``user_const`` :
+          float64 [n_users] (only when not derivable as above and not the identity)
+
+        :meth:`from_arrays` rebuilds a predictor whose scores are bit-identical.
+        """
+        out = {
+            "kind": np.array(self._kind),
+            "shape": np.array([self._dim, self._groups, self._user_bits, self._item_bits], np.int64),
+            "user_words": self._user_words.copy(),
+            "item_words": np.ascontiguousarray(self._item_words_t.T),
+        }
+        if self._scaled:
+            out["user_scales"] = _compact(self._su)
+            out["item_scales"] = _compact(np.ascontiguousarray(self._si_t.T))
+        if self._ranges is not None:
+            out["user_range"] = np.array(self._ranges[0], np.float64)
+            out["item_range"] = np.array(self._ranges[1], np.float64)
+        elif self._mult != 1.0 or self._bias.any() or self._ucons.any():
+            out["mult"] = np.array(self._mult, np.float64)
+            out["item_bias"] = self._bias.copy()
+            out["user_const"] = self._ucons.copy()
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, *, backend="auto", device="cpu") -> "PackedPredictor":
+        """Inverse of :meth:`to_arrays` (any mapping of name -> array, e.g. an ``NpzFile``).
+
+        Raises ``ValueError`` naming the first array that is missing or inconsistent.
+        """
+        def get(name, required=True):
+            if name not in arrays:
+                if required:
+                    raise ValueError(f"packed predictor arrays lack {name!r}")
+                return None
+            return np.asarray(arrays[name])
+
+        kind = str(get("kind"))
+        if kind not in ("sign", "uniform"):
+            raise ValueError(f"kind must be 'sign' or 'uniform', got {kind!r}")
+        shape = get("shape")
+        if shape.shape != (4,) or not np.issubdtype(shape.dtype, np.integer):
+            raise ValueError("shape must be 4 integers (dim, groups, user_bits, item_bits)")
+        dim, groups, ub, ib = (int(v) for v in shape)
+        if dim < 1 or groups < 1:
+            raise ValueError(f"dim and groups must be >= 1, got dim={dim}, groups={groups}")
+        if kind == "sign" and (ub, ib) != (1, 1):
+            raise ValueError(f"sign codes have 1 bit per coordinate, got {ub}/{ib}")
+        if kind == "uniform" and (groups != 1 or not (1 <= ub <= MAX_BITS and 1 <= ib <= MAX_BITS)):
+            raise ValueError(f"uniform codes need groups=1 and bits in 1..{MAX_BITS}")
+        w = n_words(dim)
+        words = {}
+        for side, b in (("user", ub), ("item", ib)):
+            x = get(f"{side}_words")
+            width = (groups if kind == "sign" else b) * w
+            if x.dtype != np.uint64 or x.ndim != 2 or x.shape[1] != width:
+                raise ValueError(f"{side}_words must be uint64 [n, {width}], got {x.dtype} {list(x.shape)}")
+            words[side] = x
+        n_users, n_items = len(words["user"]), len(words["item"])
+        su, si = get("user_scales", False), get("item_scales", False)
+        if (su is None) != (si is None) or (su is not None and kind != "sign"):
+            raise ValueError("user_scales and item_scales come together, for sign codes only")
+        if su is not None:
+            su = _scales(su, n_users, groups, "user_scales")
+            si = _scales(si, n_items, groups, "item_scales")
+        mult, bias, ucons, table_floats = 1.0, np.zeros(n_items), np.zeros(n_users), 0
+        ranges = None
+        if "user_range" in arrays or "item_range" in arrays:
+            if kind != "uniform":
+                raise ValueError("user_range / item_range belong to uniform codes")
+            ranges = (_range(get("user_range"), "user_range"), _range(get("item_range"), "item_range"))
+            up = words["user"].reshape(n_users, ub, w)
+            ip = words["item"].reshape(n_items, ib, w)
+            mult, bias, ucons = _uniform_affine(
+                _code_sums(unpack_planes(up, dim)), _code_sums(unpack_planes(ip, dim)),
+                dim, ub, ib, *ranges)
+        elif "mult" in arrays:
+            mult = float(_as_float64(get("mult"), "mult"))
+            bias = _as_float64(get("item_bias"), "item_bias")
+            ucons = _as_float64(get("user_const"), "user_const")
+            if bias.shape != (n_items,) or ucons.shape != (n_users,):
+                raise ValueError(f"item_bias must be [{n_items}] and user_const [{n_users}]")
+        if ranges is not None:
+            table_floats = 2  # the two (l, u) ranges, as from_uniform counts them
+        p = cls(kind, words["user"], words["item"], dim, groups, ub, ib, su, si, mult, bias, ucons,
+                table_floats=table_floats, backend=backend, device=device)
+        p._ranges = ranges
+        return p
 
     # ------------------------------------------------------------------ properties
 
@@ -351,6 +456,25 @@ class PackedPredictor:
         return (f"PackedPredictor(kind={self._kind!r}, n_users={self._n_users}, n_items={self._n_items}, "
                 f"dim={self._dim}, groups={self._groups}, bits={self._user_bits}/{self._item_bits}, "
                 f"backend={self._backend!r})")
+
+
+def _compact(x: np.ndarray) -> np.ndarray:
+    """float64 -> float32 when every value survives the round trip (half the bytes)."""
+    x32 = x.astype(np.float32)
+    return x32 if np.array_equal(x32.astype(np.float64), x) else x.copy()
+
+
+def _uniform_affine(s_u, s_i, d, bits, item_bits, user_range, item_range):
+    """``(mult, item_bias [n_items], user_const [n_users])`` of uniform codes.
+
+    One function for :meth:`PackedPredictor.from_uniform` and
+    :meth:`PackedPredictor.from_arrays`: the same float64 operations in the same
+    order, so a reloaded predictor scores bit-identically.
+    """
+    (lu, hu), (li, hi) = user_range, item_range
+    du = (hu - lu) / ((1 << int(bits)) - 1)
+    di = (hi - li) / ((1 << int(item_bits)) - 1)
+    return du * di, lu * di * s_i, li * du * s_u + d * lu * li
 
 
 def _code_sums(codes) -> np.ndarray:
