@@ -7,11 +7,12 @@ dict as ``run_recbole`` plus run statistics used by the comparison report.
 
 import logging
 import sys
+from collections import OrderedDict
 from logging import getLogger
 from time import perf_counter
 
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import dict2str, init_logger, init_seed, set_color
 
 from recbole_quant.config import Config
 from recbole_quant.data.checks import check_dataset_files
@@ -95,13 +96,16 @@ def run_recbole_quant(
     )
     test_eval_seconds = perf_counter() - start
 
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    # plain floats: under NumPy 2 RecBole's np.float64 values print as "np.float64(0.37)"
+    best_valid_result = _plain(best_valid_result)
+    test_result = _plain(test_result)
+    for label, values in (("best valid ", best_valid_result), ("test result", test_result)):
+        logger.info(set_color(label, "yellow") + f": {dict2str(values) if values else values}")
 
     epoch_seconds = getattr(trainer, "epoch_seconds", [])
     storage = model_obj.storage() if hasattr(model_obj, "storage") else None
     result = {
-        "best_valid_score": best_valid_score,
+        "best_valid_score": float(best_valid_score),
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
@@ -121,6 +125,12 @@ def run_recbole_quant(
     }
     _close_log_handlers()
     return result
+
+
+def _plain(result):
+    if result is None:
+        return None
+    return OrderedDict((key, float(value)) for key, value in result.items())
 
 
 def _check_topk(config, dataset):

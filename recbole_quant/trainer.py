@@ -78,12 +78,45 @@ def load_checkpoint(path, map_location="cpu", expected_model=None):
     return state
 
 
+def reserve_checkpoint_name(path):
+    """``path``, or ``<stem>-1.pth``, ``<stem>-2.pth``... if taken; the name is reserved on disk.
+
+    RecBole names checkpoints ``<Model>-<date_time>.pth`` with one-second resolution, so two
+    runs started in the same second in the same folder (a comparison, parallel jobs) would
+    overwrite each other's best model and test the wrong one. The empty placeholder is
+    created atomically (``open(..., "x")``) and replaced by the first real save.
+    """
+    stem, ext = os.path.splitext(path)
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    for n in range(1000):
+        candidate = path if n == 0 else f"{stem}-{n}{ext}"
+        try:
+            with open(candidate, "x"):
+                return candidate
+        except FileExistsError:
+            continue
+    raise CheckpointError(f"Could not find a free checkpoint name next to {path}.")
+
+
 class SafeCheckpointMixin:
     """Checkpoints of tensors and plain values, loaded with ``weights_only=True``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self._name_reserved = False
+
+    def _reserve_name(self):
+        if not self._name_reserved:
+            self.saved_model_file = reserve_checkpoint_name(self.saved_model_file)
+            self._name_reserved = True
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
+        if "saved_model_file" not in kwargs:
+            self._reserve_name()
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {
             "format": CHECKPOINT_FORMAT,
@@ -108,6 +141,7 @@ class SafeCheckpointMixin:
     def resume_checkpoint(self, resume_file):
         state = load_checkpoint(resume_file, self.device, expected_model=self.config["model"])
         self.saved_model_file = str(resume_file)
+        self._name_reserved = True  # continue writing the resumed file
         self.start_epoch = state["epoch"] + 1
         self.cur_step = state["cur_step"]
         self.best_valid_score = state["best_valid_score"]
