@@ -216,6 +216,23 @@ class QuantTrainer(
 
     deterministic_ties = True
 
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """Model selection across a full-precision warm-up.
+
+        ``model.quantized_from_epoch`` (0 when absent) is the first epoch trained through the
+        quantizers. For every epoch up to and including it, the best validation score and the
+        early-stopping counter are reset after the epoch's training (so before its
+        validation): warm-up evaluations (which rank the codes all the same) are logged and
+        saved but never stop training, and once quantized training runs only its own
+        checkpoints compete. A function of the epoch index, so it holds after a resume.
+        """
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        start = getattr(self.model, "quantized_from_epoch", 0)
+        if start > 0 and epoch_idx <= start:
+            self.best_valid_score = -math.inf if self.valid_metric_bigger else math.inf
+            self.cur_step = 0
+        return loss
+
     def _check_nan(self, loss):
         value = loss.item() if torch.is_tensor(loss) else float(loss)
         if not math.isfinite(value):

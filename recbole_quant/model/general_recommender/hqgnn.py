@@ -56,6 +56,8 @@ class HQGNN(QuantizedRecommender):
         self.hessian_probes = self.int_in_range(config, "hessian_probes", 1)
         self.hessian_batches = self.int_in_range(config, "hessian_batches", 1)
         self.hessian_refresh = self.int_in_range(config, "hessian_refresh", 1)
+        self.warmup_epochs = self.int_in_range(config, "warmup_epochs", 0)
+        self.current_epoch = 0  # set by on_train_epoch_start (also after a resume)
 
         # define layers and loss
         self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
@@ -98,6 +100,9 @@ class HQGNN(QuantizedRecommender):
     def calculate_loss(self, interaction):
         r"""BPR on the dequantized embeddings + L2 on the batch's layer-0 rows.
 
+        During the ``warmup_epochs`` full-precision epochs, BPR is on the continuous
+        embeddings (LightGCN); quantized training starts at epoch ``warmup_epochs``.
+
         Args:
             interaction (Interaction): ``USER_ID``, ``ITEM_ID``, ``NEG_ITEM_ID``, each [B].
 
@@ -106,9 +111,11 @@ class HQGNN(QuantizedRecommender):
         """
         user, pos, neg = self._batch(interaction)
         user_all, item_all = self.forward()
-        u_hat = self.user_quantizer(user_all[user])
-        pos_hat = self.item_quantizer(item_all[pos])
-        neg_hat = self.item_quantizer(item_all[neg])
+        u_hat, pos_hat, neg_hat = user_all[user], item_all[pos], item_all[neg]
+        if self.quantizing:
+            u_hat = self.user_quantizer(u_hat)
+            pos_hat = self.item_quantizer(pos_hat)
+            neg_hat = self.item_quantizer(neg_hat)
         mf_loss = self._bpr(u_hat, pos_hat, neg_hat)
         reg_loss = (
             self.user_embedding(user).pow(2).sum()
@@ -117,9 +124,33 @@ class HQGNN(QuantizedRecommender):
         ) / (2 * len(user))
         return mf_loss + self.reg_weight * reg_loss
 
-    # -- Hessian-aware delta ---------------------------------------------------------------
+    # -- epoch hook: warm-up and Hessian-aware delta --------------------------------------
+    @property
+    def quantized_from_epoch(self):
+        """First epoch trained through the quantizers (read by :class:`QuantTrainer`)."""
+        return self.warmup_epochs
+
+    @property
+    def quantizing(self):
+        """Whether the current training epoch trains through the quantizers."""
+        return self.current_epoch >= self.warmup_epochs
+
     def on_train_epoch_start(self, epoch_idx, train_data):
-        """Refresh the GSTE strength delta every ``hessian_refresh`` epochs.
+        """Track the epoch; re-anchor the ranges during warm-up; refresh delta."""
+        self.current_epoch = epoch_idx
+        if epoch_idx <= self.warmup_epochs and self.warmup_epochs > 0:
+            # Warm-up: the ranges follow the continuous embeddings (mean -/+ init_std * std of
+            # the whole tables), so validation ranks the codes the model would have now; the
+            # last re-anchoring, at the first quantized epoch, is where learning them starts.
+            with torch.no_grad():
+                user_all, item_all = self.forward()
+                self.user_quantizer.initialize_range(user_all)
+                self.item_quantizer.initialize_range(item_all)
+        if self.quantizing:
+            self._refresh_delta(epoch_idx - self.warmup_epochs, train_data)
+
+    def _refresh_delta(self, epoch_idx, train_data):
+        """Refresh the GSTE strength delta every ``hessian_refresh`` quantized epochs.
 
         delta = (Tr(H)/N) / (3 std(g)) per side, H and g of the BPR loss w.r.t. the unit-grid
         values x^ of that side's batch rows (Hutchinson, ``hessian_probes`` probes, averaged
@@ -168,7 +199,7 @@ class HQGNN(QuantizedRecommender):
                 quantizer.set_delta(estimators[side].refresh(epoch_idx))
         self.train(was_training)
         self.logger.info(
-            f"HQGNN epoch {epoch_idx}: GSTE delta user={float(self.user_quantizer.delta):.4g} "
+            f"HQGNN quantized epoch {epoch_idx}: GSTE delta user={float(self.user_quantizer.delta):.4g} "
             f"item={float(self.item_quantizer.delta):.4g}"
         )
 

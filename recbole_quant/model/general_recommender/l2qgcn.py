@@ -39,7 +39,7 @@ is item popularity (Spearman 0.998): a stall at about Pop's recall, with either 
 A full-precision warm-up first spreads the preference structure over the coordinates, so
 its signs already rank well and binarised training refines them.
 
-Model selection across stages (:class:`L2QGCNTrainer`): validation always scores with the
+Model selection across stages (:class:`recbole_quant.trainer.QuantTrainer`): validation always scores with the
 packed binary codes, whatever the training stage, so every checkpoint is judged as the binary
 model it would be at test time. Before binarised training starts (the warm-up, or the
 temperature ramp) early stopping is paused; at the first binarised epoch the best validation
@@ -69,26 +69,6 @@ PRETRAINED_MODELS = ("L2QGCN", "LightGCN")
 _EMBEDDING_KEYS = ("user_embedding.weight", "item_embedding.weight")
 
 
-class L2QGCNTrainer(QuantTrainer):
-    r"""``QuantTrainer`` plus the stage rule for early stopping and the best checkpoint.
-
-    ``model.binary_from_epoch`` is the first epoch trained with binarisation on (0 when there
-    is no warm-up). For every epoch up to and including it, the trainer's best validation
-    score and early-stopping counter are reset after the epoch's training (so before its
-    validation): warm-up evaluations (scored with the binary codes all the same) are logged
-    and saved but never stop training, and once binarised training runs only its own
-    checkpoints compete. Being a function of the epoch index, the rule holds after a resume.
-    """
-
-    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
-        binary_from = getattr(self.model, "binary_from_epoch", 0)
-        if binary_from > 0 and epoch_idx <= binary_from:
-            self.best_valid_score = -math.inf if self.valid_metric_bigger else math.inf
-            self.cur_step = 0
-        return loss
-
-
 class L2QGCN(QuantizedRecommender):
     r"""L2Q-GCN / L2Q-GCN-anl: per-layer 1-bit codes with per-node, per-layer scales.
 
@@ -98,7 +78,11 @@ class L2QGCN(QuantizedRecommender):
     """
 
     input_type = InputType.PAIRWISE
-    trainer_class = L2QGCNTrainer
+
+    @property
+    def quantized_from_epoch(self):
+        """First epoch trained with binarisation on (read by :class:`QuantTrainer`)."""
+        return self.binary_from_epoch
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -128,7 +112,7 @@ class L2QGCN(QuantizedRecommender):
             except (TypeError, ValueError) as err:
                 raise ConfigValueError(f"tanh_temperature schedule: {err}") from None
 
-        # first epoch trained with binarisation on (see L2QGCNTrainer)
+        # first epoch trained with binarisation on (QuantTrainer's model-selection rule)
         if self.anneal == "two_stage":
             self.binary_from_epoch = 0 if self.pretrained_checkpoint else self.warmup_epochs
         elif self.anneal == "tanh_temperature":
