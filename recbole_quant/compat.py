@@ -15,14 +15,32 @@ it breaks in three places (reproduced in ``docs/compat.md``):
    patched here: :mod:`recbole_quant.trainer` saves checkpoints that load with
    ``weights_only=True`` instead (no arbitrary pickle anywhere).
 
+Deprecation noise that RecBole 1.2.1 itself triggers on every run, and that a user can do
+nothing about, is silenced by message (nothing else): torch's ``torch.cuda.amp.GradScaler``
+FutureWarning from RecBole's trainer, pandas' chained-assignment warnings from RecBole's
+dataset code, and torch's ``torch.sparse.FloatTensor`` / ``LongTensor`` constructor warnings.
+
 ``recbole.quick_start`` is never imported by this package: it imports ``ray`` (which needs
 ``pkg_resources``, gone from setuptools >= 82). :mod:`recbole_quant.quick_start` replaces it.
 
 :func:`apply` is idempotent and is called once by ``import recbole_quant``.
 """
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
+
+# (category, message regex) of the warnings RecBole 1.2.1 raises from its own code.
+RECBOLE_NOISE = (
+    (FutureWarning, r".*torch\.cuda\.amp\.GradScaler.*"),
+    (Warning, r".*[Cc]hained assignment.*"),
+    (Warning, r".*A value is being set on a copy of a DataFrame.*"),
+    (Warning, r".*The inplace keyword in DataFrame.*"),
+    (UserWarning, r".*The given NumPy array is not writable.*"),
+    (UserWarning, r".*torch\.sparse\.SparseTensor.*is deprecated.*"),
+    (UserWarning, r".*Creating a tensor from a list of numpy\.ndarrays is extremely slow.*"),
+)
 
 # The NumPy 1.x meaning of each alias RecBole uses (np.float was Python float -> float64).
 NUMPY_ALIASES = {
@@ -63,5 +81,7 @@ def apply():
     if not hasattr(sp.dok_matrix, "_update") and hasattr(sp.dok_matrix((1, 1)), "_dict"):
         sp.dok_matrix._update = _dok_update
         applied.append("scipy.sparse.dok_matrix._update")
+    for category, message in RECBOLE_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
     _applied = True
     return applied

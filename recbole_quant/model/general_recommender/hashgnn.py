@@ -8,7 +8,7 @@ Reference:
     (arXiv 2003.01917).
 
 Reference code (TensorFlow 1, standalone; followed for the encoder, hash layer, guided STE and
-losses, see ``docs/methods.md`` section 3 of the project).
+losses, see ``docs/models.md``).
 
 Pipeline: GNN encoder -> hash layer ``z = tanh(W h + b)`` (users and items have their own
 projection) -> codes ``sign(z)`` (``0 -> +1``) with an identity straight-through gradient.

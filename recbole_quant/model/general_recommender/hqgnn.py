@@ -57,6 +57,7 @@ class HQGNN(QuantizedRecommender):
         self.hessian_batches = self.int_in_range(config, "hessian_batches", 1)
         self.hessian_refresh = self.int_in_range(config, "hessian_refresh", 1)
         self.warmup_epochs = self.int_in_range(config, "warmup_epochs", 0)
+        self.center = self.choice(config, "center", (True, False))
         self.current_epoch = 0  # set by on_train_epoch_start (also after a resume)
 
         # define layers and loss
@@ -76,14 +77,21 @@ class HQGNN(QuantizedRecommender):
 
     # -- encoder ---------------------------------------------------------------------------
     def forward(self):
-        r"""Continuous final embeddings (mean over LightGCN layers).
+        r"""Continuous final embeddings (mean over LightGCN layers, centred if ``center``).
 
         Returns:
             tuple of torch.Tensor: users [n_users, d], items [n_items, d].
         """
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
         final = torch.stack(self.propagation(ego), dim=0).mean(dim=0)
-        return torch.split(final, [self.n_users, self.n_items])
+        users, items = torch.split(final, [self.n_users, self.n_items])
+        if self.center:
+            # Per-dimension centring of each side: LightGCN embeddings share a dominant
+            # (popularity) direction, so without it most coordinates sit on the same side of
+            # the quantizer's grid for every node and the codes carry little personal signal.
+            users = users - users.mean(dim=0, keepdim=True)
+            items = items - items.mean(dim=0, keepdim=True)
+        return users, items
 
     def _batch(self, interaction):
         return (

@@ -11,7 +11,7 @@ Reference:
 
 Reference code:
     None for L2Q-GCN; BiGeaR's released PyTorch code is the closest artifact
-    (see ``/work/shared/docs/methods.md`` section 4 for what is taken from it).
+    (see ``docs/models.md`` for what is taken from it).
 
 LightGCN propagates full-precision embeddings; *every* layer l = 0..L is binarised per node,
 ``b_v(l) = alpha_v(l) * sign(e_v(l))`` with ``alpha_v(l) = mean |e_v(l)|``; the representation
@@ -31,7 +31,7 @@ Variants (``variant``; each only sets defaults of ``estimator`` and ``anneal``):
   for ``warmup_epochs`` epochs, or a ``pretrained_checkpoint``, then binarised) or
   ``tanh_temperature`` (``alpha * tanh(tau x / alpha)`` with rising ``tau``).
 
-Why the warm start matters (measured on ml-100k, ``docs/results/l2qgcn_ml100k.md``): binarised
+Why the warm start matters (measured on ml-100k, ``docs/results/ml100k.md``): binarised
 from a random init, the first BPR steps align every coordinate's sign with the dominant
 "popularity" direction; with equal-magnitude codes the personal signal cannot flip a sign
 against it, so all users end with the same codes on the propagated layers and the ranking
