@@ -27,6 +27,9 @@ COLUMNS = (
     ("error", "error", "{}"),
 )
 KEYS = tuple(key for key, _, _ in COLUMNS)
+# CSV fields: the table's columns plus whether the row is a quantized model (the plot needs it)
+CSV_KEYS = KEYS + ("quantized",)
+_INT_KEYS = ("bits", "user_bits", "item_bits", "code_table_bytes", "epochs")
 
 
 def _cell(value, fmt):
@@ -57,10 +60,35 @@ def markdown_table(rows):
 
 def write_csv(rows, path):
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(KEYS), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(CSV_KEYS), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: row.get(key, "") for key in KEYS})
+            writer.writerow({key: row.get(key, "") for key in CSV_KEYS})
+
+
+def read_csv(path):
+    """Rows of a ``table.csv`` written by :func:`write_csv`, with numbers as numbers."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for raw in csv.DictReader(f):
+            row = {}
+            for key, value in raw.items():
+                if value in ("", None) or key in ("model", "variant", "error"):
+                    row[key] = value if value is not None else ""
+                elif key == "quantized":
+                    row[key] = value == "True"
+                elif key in _INT_KEYS:
+                    row[key] = int(float(value))
+                else:
+                    row[key] = float(value)
+            rows.append(row)
+    return rows
+
+
+def merge_reports(csv_paths, out_dir, title=None):
+    """One report from several comparisons' ``table.csv`` (e.g. runs split across processes)."""
+    rows = [row for path in csv_paths for row in read_csv(path)]
+    return write_report(rows, out_dir, title)
 
 
 def plot_tradeoff(rows, path, title=None):
@@ -117,3 +145,26 @@ def write_report(rows, out_dir, title=None):
     write_csv(rows, paths["table.csv"])
     plot_tradeoff(rows, paths["tradeoff.png"], title)
     return paths
+
+
+def main(argv=None):
+    """``python -m recbole_quant.report merge OUT_DIR A/table.csv B/table.csv [--title T]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m recbole_quant.report")
+    sub = parser.add_subparsers(dest="command", required=True)
+    merge = sub.add_parser("merge", help="merge comparison tables into one report")
+    merge.add_argument("out_dir")
+    merge.add_argument("csv", nargs="+")
+    merge.add_argument("--title", default=None)
+    args = parser.parse_args(argv)
+    missing = [p for p in args.csv if not os.path.isfile(p)]
+    if missing:
+        parser.exit(2, f"error: no such table: {', '.join(missing)}\n")
+    paths = merge_reports(args.csv, args.out_dir, args.title)
+    print(f"report written to {args.out_dir}: " + ", ".join(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

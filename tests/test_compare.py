@@ -66,7 +66,7 @@ def test_two_model_comparison_on_tiny_dataset(tmp_path):
     assert set(paths) == {"table.md", "table.csv", "tradeoff.png"}
     with open(paths["table.csv"]) as f:
         table = list(csv.DictReader(f))
-    assert tuple(table[0]) == KEYS and len(table) == 3
+    assert tuple(table[0])[: len(KEYS)] == KEYS and len(table) == 3
     header = open(paths["table.md"]).read().splitlines()
     assert any("Recall@20" in line and "bits/item" in line and "vs float32" in line for line in header)
     assert os.path.getsize(paths["tradeoff.png"]) > 5000
@@ -99,3 +99,26 @@ def test_cli_comparison_writes_report(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "| HQGNN | grad_estimator=ste | 1 |" in table
     assert (out / "table.md").exists() and (out / "tradeoff.png").exists()
+
+
+def test_reports_merge_from_csv(tmp_path):
+    from recbole_quant.report import main as report_main, read_csv
+
+    rows_a = [dict(model="HQGNN", bits=1, quantized=True, **{"recall@20": 0.3, "item_bits": 64,
+                                                               "compression": 32.0, "error": ""})]
+    rows_b = [dict(model="LightGCN", bits=32, quantized=False, **{"recall@20": 0.37, "item_bits": 2048,
+                                                                    "compression": 1.0, "error": ""})]
+    from recbole_quant.report import write_report
+
+    write_report(rows_a, str(tmp_path / "a"))
+    write_report(rows_b, str(tmp_path / "b"))
+    assert read_csv(str(tmp_path / "a" / "table.csv"))[0]["quantized"] is True
+    code = report_main(["merge", str(tmp_path / "m"), str(tmp_path / "a" / "table.csv"),
+                        str(tmp_path / "b" / "table.csv"), "--title", "merged"])
+    assert code == 0
+    merged = read_csv(str(tmp_path / "m" / "table.csv"))
+    assert [(r["model"], r["bits"], r["recall@20"], r["quantized"]) for r in merged] == [
+        ("HQGNN", 1, 0.3, True), ("LightGCN", 32, 0.37, False)]
+    assert "# merged" in (tmp_path / "m" / "table.md").read_text()
+    with pytest.raises(SystemExit):
+        report_main(["merge", str(tmp_path / "x"), str(tmp_path / "nope.csv")])
