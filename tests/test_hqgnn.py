@@ -126,3 +126,29 @@ def test_resume_keeps_delta_and_continues():
     trainer.fit(train_data, None, saved=False)
     assert sorted(trainer.train_loss_dict) == [2]
     assert float(model.user_quantizer.delta) == delta  # epoch 2 is not a refresh epoch
+
+
+def test_centring_removes_the_per_dimension_mean():
+    _, model, _, _, _ = build({"center": True})
+    with torch.no_grad():
+        users, items = model.forward()
+    assert users.mean(0).abs().max() < 1e-6 and items.mean(0).abs().max() < 1e-6
+    _, plain, _, _, _ = build({"center": False})
+    with torch.no_grad():
+        users, _ = plain.forward()
+    assert users.mean(0).abs().max() > 1e-4
+
+
+def test_warmup_trains_full_precision_then_quantized_and_never_stops_early():
+    config, model, train_data, valid_data, _ = build(
+        {"warmup_epochs": 2, "epochs": 4, "stopping_step": 1, "hessian_batches": 1}
+    )
+    assert model.quantized_from_epoch == 2
+    modes = []
+    hook = model.on_train_epoch_start
+    model.on_train_epoch_start = lambda e, d: (hook(e, d), modes.append(model.quantizing))
+    trainer = get_trainer(config, config.model_class)(config, model)
+    trainer.fit(train_data, valid_data, saved=False)
+    # stopping_step=1 would stop a non-improving warm-up; the rule keeps it training
+    assert modes == [False, False, True, True]
+    assert float(model.user_quantizer.delta) > 0  # refreshed at the first quantized epoch
