@@ -37,7 +37,10 @@ def normalized_adjacency(dataset):
         d_inv_sqrt = np.where(degree > 0, degree ** -0.5, 0.0).astype(np.float32)
     values = d_inv_sqrt[adj.row] * adj.data * d_inv_sqrt[adj.col]
     indices = torch.from_numpy(np.vstack([adj.row, adj.col]).astype(np.int64))
-    return torch.sparse_coo_tensor(indices, torch.from_numpy(values), (n, n)).coalesce()
+    # indices are built in range above: checking them is cheap and silences torch's warning
+    return torch.sparse_coo_tensor(
+        indices, torch.from_numpy(values), (n, n), check_invariants=True
+    ).coalesce()
 
 
 class LightGCNPropagation(nn.Module):
