@@ -7,7 +7,9 @@ plugin defaults, through the same trainer path as ``run_recbole_quant``
 L2Q-GCN's stage switch). No evaluation runs. Models are timed round-robin,
 one epoch each per round, so machine noise hits all of them alike; the table
 gives the median epoch time and its ratio to LightGCN's measured in the same
-run. HQ-GNN's delta refresh (every ``hessian_refresh`` epochs) is amortised by
+run, both to RecBole's default LightGCN (2 layers) and to LightGCN of the same size
+(same number of propagation layers; HQ-GNN's default is 3, HashGNN's sage encoder
+and BPR have none and are compared with the default). HQ-GNN's delta refresh (every ``hessian_refresh`` epochs) is amortised by
 timing whole refresh periods: the reported HQ-GNN figure is the mean epoch
 time over ``hessian_refresh`` consecutive epochs, refresh included.
 
@@ -35,6 +37,7 @@ from recbole_quant.trainer import get_trainer  # noqa: E402
 
 MODELS = [
     ("LightGCN", {}),
+    ("LightGCN 3 layers", {"model": "LightGCN", "n_layers": 3}),
     ("BPR", {}),
     ("HQGNN 1-bit", {"model": "HQGNN", "bits": 1}),
     ("HQGNN 4-bit", {"model": "HQGNN", "bits": 4}),
@@ -51,6 +54,16 @@ def parse_args():
     p.add_argument("--epochs", type=int, default=10, help="timed epochs per model")
     p.add_argument("--threads", type=int, default=None)
     return p.parse_args()
+
+
+def propagation_layers(config):
+    """LightGCN-style propagation layers of a run's model (None for models without)."""
+    model = config["model"]
+    if model in ("LightGCN", "HQGNN", "L2QGCN") or (
+        model == "HashGNN" and config["encoder"] == "lightgcn"
+    ):
+        return int(config["n_layers"])
+    return None
 
 
 class Run:
@@ -93,15 +106,22 @@ def main():
             if len(run.times) * run.period < args.epochs:
                 run.step()
     base = statistics.median(runs[0].times)
+    by_layers = {  # LightGCN's median epoch per number of layers
+        int(run.config["n_layers"]): statistics.median(run.times)
+        for run in runs if run.config["model"] == "LightGCN"
+    }
     print(f"# {args.dataset}, plugin defaults, torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} cores; {args.epochs} timed epochs per model, round-robin; medians")
     print()
-    print("| model | s/epoch | vs LightGCN |")
-    print("|---|---|---|")
+    print("| model | layers | s/epoch | vs LightGCN (2 layers) | vs LightGCN, same layers |")
+    print("|---|---|---|---|---|")
     for run in runs:
         med = statistics.median(run.times)
         note = f" (mean over {run.period}-epoch refresh periods)" if run.period > 1 else ""
-        print(f"| {run.label}{note} | {med:.2f} | {med / base:.2f}x |")
+        layers = propagation_layers(run.config)
+        same = by_layers.get(layers) if layers is not None else None
+        print(f"| {run.label}{note} | {layers if layers is not None else '-'} | {med:.2f} | "
+              f"{med / base:.2f}x | {f'{med / same:.2f}x' if same else '-'} |")
 
 
 if __name__ == "__main__":
