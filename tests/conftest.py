@@ -12,7 +12,6 @@ import pytest
 import recbole_quant  # noqa: F401  (applies the compatibility layer)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_GOWALLA = os.path.join(REPO_ROOT, "..", "shared", "data", "gowalla")
 
 # Quiet, small runs: no progress bars, few epochs, CPU.
 FAST_RUN = {

@@ -10,7 +10,6 @@ from recbole_quant import Config
 from recbole_quant.data import check_dataset_files, import_lightgcn
 from recbole_quant.data.__main__ import main as data_main
 from recbole_quant.errors import DatasetNotFoundError, MalformedDatasetError
-from conftest import SHARED_GOWALLA
 
 
 def read_inter(path):
@@ -94,13 +93,3 @@ def test_bad_header_is_reported(tmp_path):
     config = Config(model="BPR", dataset="toy", config_dict={"data_path": str(tmp_path)}, cmd_args=[])
     with pytest.raises(MalformedDatasetError, match="line 1"):
         check_dataset_files(config)
-
-
-@pytest.mark.skipif(not os.path.isdir(SHARED_GOWALLA), reason="../shared/data/gowalla absent")
-def test_gowalla_counts(tmp_path):
-    counts = import_lightgcn(SHARED_GOWALLA, "gowalla", str(tmp_path))
-    assert counts["users"] == 29858
-    assert counts["items"] == 40981
-    assert counts["train"] + counts["valid"] == 810128
-    assert counts["test"] == 217242
-    assert counts["valid"] > 0.09 * 810128

@@ -152,3 +152,13 @@ def test_warmup_trains_full_precision_then_quantized_and_never_stops_early():
     # stopping_step=1 would stop a non-improving warm-up; the rule keeps it training
     assert modes == [False, False, True, True]
     assert float(model.user_quantizer.delta) > 0  # refreshed at the first quantized epoch
+
+
+@pytest.mark.parametrize("bits, expected", [(1, 3.0), (2, 1.5), (4, 2.5), (8, 4.0)])
+def test_initial_range_follows_the_width_unless_given(bits, expected):
+    _, model, _, _, _ = build({"bits": bits})
+    assert model.user_quantizer.init_std == expected == model.item_quantizer.init_std
+    _, model, _, _, _ = build({"bits": bits, "init_std": 2.0})
+    assert model.user_quantizer.init_std == 2.0
+    with pytest.raises(ConfigValueError, match="init_std"):
+        build({"bits": bits, "init_std": -1})

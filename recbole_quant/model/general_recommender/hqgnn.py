@@ -49,7 +49,7 @@ class HQGNN(QuantizedRecommender):
         self.bits = self.int_in_range(config, "bits", 1, 8)
         self.grad_estimator = self.choice(config, "grad_estimator", ("gste", "ste"))
         self.reg_weight = float(config["reg_weight"])
-        self.init_std = float(config["init_std"])
+        self.init_std = self._init_std(config["init_std"], self.bits)
         self.fixed_delta = config["fixed_delta"]
         if self.fixed_delta is not None and not float(self.fixed_delta) >= 0:
             raise ConfigValueError(f"fixed_delta={self.fixed_delta!r}: must be >= 0 or ~ (None).")
@@ -74,6 +74,21 @@ class HQGNN(QuantizedRecommender):
         if self.grad_estimator == "gste" and self.fixed_delta is not None:
             self.user_quantizer.set_delta(float(self.fixed_delta))
             self.item_quantizer.set_delta(float(self.fixed_delta))
+
+    # Half-width of the initial range in std units when ``init_std`` is ~: the clipping of the
+    # MSE-optimal uniform quantizer of a Gaussian at that width (Max 1960 / Lloyd), so that
+    # b >= 2 bits start with their levels spread over the bulk of the values (a +-3 std
+    # range puts ~95% of them on the middle two of 2-bit's four levels). 1 bit keeps 3.0:
+    # its threshold is the centre whatever the width, and the width only sets the score scale.
+    DEFAULT_INIT_STD = {1: 3.0, 2: 1.5, 3: 2.0, 4: 2.5, 5: 3.0, 6: 3.3, 7: 3.7, 8: 4.0}
+
+    @classmethod
+    def _init_std(cls, value, bits):
+        if value is None:
+            return cls.DEFAULT_INIT_STD[bits]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigValueError(f"init_std={value!r} is not valid: a number > 0, or ~ (by width).")
+        return float(value)
 
     # -- encoder ---------------------------------------------------------------------------
     def forward(self):
