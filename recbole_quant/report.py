@@ -7,6 +7,7 @@ One row per trained model (and bit width). Rows are plain dicts with the keys of
 import csv
 import math
 import os
+import textwrap
 
 # (key, header, format) in table order.
 COLUMNS = (
@@ -116,9 +117,10 @@ def plot_tradeoff(rows, path, title=None):
             label += f" ({row['variant']})"
         ax.annotate(label, (x, row["recall@20"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.25, y=0.08)  # room for the labels right of the last points
     ax.set_xlabel("bytes per item (code + scales; log scale)")
     ax.set_ylabel("test Recall@20")
-    ax.set_title(title or "Quality vs item storage")
+    ax.set_title(textwrap.fill(title or "Quality vs item storage", 80), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     handles = [
         plt.Line2D([], [], marker="o", ls="", color="tab:blue", label="quantized (recbole_quant)"),
