@@ -137,7 +137,7 @@ def compare(
         "results", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     logger = getLogger()
-    rows = []
+    rows, paths = [], {}
     for index, (name, overrides) in enumerate(runs, start=1):
         start = time.perf_counter()
         label = name + "".join(f" {k}={v}" for k, v in overrides.items())
@@ -165,6 +165,8 @@ def compare(
         )
         logger.warning(message)  # WARNING so it shows even with state=WARNING
         print(message, flush=True)
-    paths = write_report(rows, out_dir, title=f"{', '.join(models)} on {dataset}")
+        # rewrite the report after every model: a long comparison that is stopped (or a
+        # machine that goes away) keeps the rows finished so far
+        paths = write_report(rows, out_dir, title=f"{', '.join(models)} on {dataset}")
     print(f"report written to {out_dir}: " + ", ".join(paths), flush=True)
     return rows, paths
