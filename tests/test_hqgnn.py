@@ -129,7 +129,8 @@ def test_resume_keeps_delta_and_continues():
 
 
 def test_centring_removes_the_per_dimension_mean():
-    _, model, _, _, _ = build({"center": True})
+    assert build({"bits": 1})[1].center is True and build({"bits": 2})[1].center is False
+    _, model, _, _, _ = build({"center": True, "bits": 2})
     with torch.no_grad():
         users, items = model.forward()
     assert users.mean(0).abs().max() < 1e-6 and items.mean(0).abs().max() < 1e-6

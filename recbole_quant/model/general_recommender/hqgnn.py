@@ -57,7 +57,11 @@ class HQGNN(QuantizedRecommender):
         self.hessian_batches = self.int_in_range(config, "hessian_batches", 1)
         self.hessian_refresh = self.int_in_range(config, "hessian_refresh", 1)
         self.warmup_epochs = self.int_in_range(config, "warmup_epochs", 0)
-        self.center = self.choice(config, "center", (True, False))
+        center = self.choice(config, "center", (True, False, None))
+        # ~ = by width: centring pays at 1 bit (one threshold per table) but removes the
+        # shared popularity direction from the scores, which costs quality at b >= 2
+        # (docs/results/ml100k.md)
+        self.center = (self.bits == 1) if center is None else center
         self.current_epoch = 0  # set by on_train_epoch_start (also after a resume)
 
         # define layers and loss
