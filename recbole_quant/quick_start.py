@@ -71,6 +71,7 @@ def run_recbole_quant(
         cmd_args=list(cmd_args),
     )
     init_seed(config["seed"], config["reproducibility"])
+    _close_log_handlers()  # see _close_log_handlers: RecBole's init_logger needs a clean root
     init_logger(config)
     logger = getLogger()
     logger.info(config)
@@ -150,10 +151,11 @@ def _check_topk(config, dataset):
 
 
 def _close_log_handlers():
-    # RecBole's init_logger adds a file handler per run; close them so repeated runs in one
-    # process (comparisons, tests) do not leak open files or duplicate lines.
+    # RecBole's init_logger installs a stream and a file handler through logging.basicConfig,
+    # which does nothing while the root logger has handlers: without this, the second run of
+    # a process (comparisons, tests) would log to the first run's handlers and leave its own
+    # log file empty. Closed after each run (no leaked files) and before the next.
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            handler.close()
-            root.removeHandler(handler)
+        handler.close()
+        root.removeHandler(handler)

@@ -82,6 +82,8 @@ def read_csv(path):
                     row[key] = int(float(value))
                 else:
                     row[key] = float(value)
+            if "quantized" not in row:  # tables written before the column existed
+                row["quantized"] = row.get("bits") not in ("", None, 32)
             rows.append(row)
     return rows
 

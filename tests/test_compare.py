@@ -91,13 +91,16 @@ def test_cli_comparison_writes_report(tmp_path, capsys):
     out = tmp_path / "cli_report"
     code = main([
         "--model=HQGNN,HQGNN:grad_estimator=ste,BPR", "--dataset=toy", f"--data_path={data_path}", "--epochs=1",
-        "--embedding_size=8", "--topk=[10,20]", "--show_progress=False", "--state=WARNING", f"--out_dir={out}",
+        "--embedding_size=8", "--topk=[10,20]", "--show_progress=False", f"--out_dir={out}",
     ])
     assert code == 0
     text = capsys.readouterr().out
     assert "[1/3] HQGNN" in text and "[2/3] HQGNN grad_estimator=ste" in text and "[3/3] BPR" in text
     table = (out / "table.md").read_text()
     assert "| HQGNN | grad_estimator=ste | 1 |" in table
+    # every run of the process writes its own RecBole log file (not only the first one)
+    logs = sorted(tmp_path.glob("log/*/*.log"))
+    assert len(logs) == 3 and all(p.stat().st_size > 0 for p in logs), logs
     assert (out / "table.md").exists() and (out / "tradeoff.png").exists()
 
 
