@@ -158,11 +158,63 @@ class PackedEvalMixin:
         predictor = self.model.predictor
         n_items = eval_data._dataset.item_num
         k = max(self.config["topk"])
-        user_field = self.config["USER_ID_FIELD"]
-        for interaction, history_index, positive_u, positive_i in eval_data:
-            users = interaction[user_field]
-            indptr, indices = history_csr(len(users), history_index, n_items)
-            _, topk_idx = predictor.topk(users.cpu(), k, exclude=(indptr, indices))
-            self.eval_collector.collect_topk(topk_idx, positive_u, positive_i, n_items)
+        users, history, positives = user_lists(eval_data)
+        step = eval_data.step  # users per batch, as RecBole's loader would batch them
+        self.eval_collector.data_collect(eval_data)
+        for start in range(0, len(users), step):
+            stop = min(start + step, len(users))
+            exclude = history.rows(start, stop)
+            _, topk_idx = predictor.topk(users[start:stop], k, exclude=exclude)
+            pos_indptr, pos_items = positives.rows(start, stop)
+            positive_u = torch.from_numpy(
+                np.repeat(np.arange(stop - start), np.diff(pos_indptr))
+            )
+            self.eval_collector.collect_topk(
+                topk_idx, positive_u, torch.from_numpy(pos_items), n_items
+            )
         struct = self.eval_collector.get_data_struct()
         return self.evaluator.evaluate(struct)
+
+
+class CSRRows:
+    """Rows of a CSR list (``indptr``, ``indices``), sliced by contiguous row ranges."""
+
+    def __init__(self, indptr, indices):
+        self.indptr, self.indices = indptr, indices
+
+    def rows(self, start, stop):
+        """``(indptr, indices)`` of rows ``start .. stop - 1``, indptr starting at 0."""
+        lo, hi = self.indptr[start], self.indptr[stop]
+        return self.indptr[start : stop + 1] - lo, self.indices[lo:hi]
+
+
+def user_lists(eval_data):
+    """The evaluated users, their excluded items and their positives, as CSR arrays.
+
+    Built once per full-sort loader from the lists RecBole's ``FullSortEvalDataLoader``
+    keeps per user (the loader's own per-batch collate concatenates small tensors user by
+    user; here a batch is two array slices). Excluded items of a row: padding item 0 plus
+    the user's history, sorted ascending (what the fused top-k expects).
+
+    Returns:
+        tuple: ``users`` (np.ndarray int64 [U], in the loader's order), ``history`` and
+        ``positives`` (:class:`CSRRows` over those users).
+    """
+    cached = getattr(eval_data, "_recbole_quant_user_lists", None)
+    if cached is not None:
+        return cached
+    users = eval_data.uid_list.numpy().astype(np.int64)
+    histories = [
+        np.concatenate([[0], np.sort(eval_data.uid2history_item[u].numpy())]) for u in users
+    ]
+    positives = [eval_data.uid2positive_item[u].numpy() for u in users]
+
+    def csr(lists):
+        indptr = np.zeros(len(lists) + 1, np.int64)
+        np.cumsum([len(x) for x in lists], out=indptr[1:])
+        indices = np.concatenate(lists).astype(np.int64) if lists else np.empty(0, np.int64)
+        return CSRRows(indptr, indices)
+
+    cached = (users, csr(histories), csr(positives))
+    eval_data._recbole_quant_user_lists = cached
+    return cached
