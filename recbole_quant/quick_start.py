@@ -6,7 +6,6 @@ dict as ``run_recbole`` plus run statistics used by the comparison report.
 """
 
 import logging
-import sys
 from collections import OrderedDict
 from logging import getLogger
 from time import perf_counter

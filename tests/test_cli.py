@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from helpers import write_inter
 from recbole_quant.cli import main, parse_args

@@ -2,7 +2,6 @@
 
 import os
 
-import numpy as np
 import pytest
 
 from helpers import make_lightgcn_split, write_inter

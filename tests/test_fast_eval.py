@@ -1,7 +1,5 @@
 """Fast full-sort evaluation: identical metrics to RecBole's standard path."""
 
-import copy
-
 import pytest
 import torch
 from recbole.evaluator import Collector

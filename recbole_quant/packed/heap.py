@@ -7,7 +7,6 @@ root's: that is the tie rule (higher score first, then lower id).
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from .blocks import KEY_MIN

@@ -298,8 +298,6 @@ def check_k(k):
 _NO_SCALES = np.zeros((0, 0))
 
 
-NO_BOUNDS = (False, np.int64(0), np.int64(0), 0.0, 0.0, np.zeros(0, np.int64))
-
 
 def run_scores(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, mult, bias, ucons):
     """Float32 score matrix [B, N] from validated arrays (no checks)."""
