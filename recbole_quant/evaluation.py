@@ -110,32 +110,6 @@ class SparseCollector(Collector):
         self.collect_topk(topk_idx, positive_u, positive_i, scores_tensor.shape[1])
 
 
-def history_csr(batch_size, history_index, n_items, device="cpu"):
-    """Exclusion lists for the fused top-k: each row's history items plus padding item 0.
-
-    Args:
-        batch_size (int): users in the batch.
-        history_index (tuple or None): ``(rows, items)`` tensors from RecBole's
-            full-sort dataloader.
-
-    Returns:
-        tuple of np.ndarray: ``indptr`` [B + 1] and ``indices`` (sorted within rows).
-    """
-    if history_index is None:
-        rows = np.empty(0, np.int64)
-        items = np.empty(0, np.int64)
-    else:
-        rows = history_index[0].cpu().numpy().astype(np.int64)
-        items = history_index[1].cpu().numpy().astype(np.int64)
-    rows = np.concatenate([np.arange(batch_size, dtype=np.int64), rows])
-    items = np.concatenate([np.zeros(batch_size, np.int64), items])
-    order = np.lexsort((items, rows))
-    rows, items = rows[order], items[order]
-    indptr = np.zeros(batch_size + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=batch_size), out=indptr[1:])
-    return indptr, items
-
-
 class PackedEvalMixin:
     """Trainer mixin: full-sort evaluation of quantized models by the fused packed top-k."""
 

@@ -455,7 +455,7 @@ class ExportedCodes:
         return int(k)
 
     def _exclusion(self, ids, exclude_seen):
-        """CSR rows for the batch: padding item 0, then the history (as ``history_csr``)."""
+        """CSR rows for the batch: padding item 0, then the history (the rule of ``recbole_quant.evaluation.user_lists``)."""
         pad = np.zeros(1, np.int64)
         if not exclude_seen or self._history is None:
             return np.arange(len(ids) + 1, dtype=np.int64), np.zeros(len(ids), np.int64)

@@ -7,7 +7,7 @@ from recbole.evaluator import Collector
 from conftest import FAST_RUN
 from recbole_quant import Config
 from recbole_quant.errors import ConfigValueError
-from recbole_quant.evaluation import deterministic_topk, history_csr, topk_hits
+from recbole_quant.evaluation import deterministic_topk, topk_hits, user_lists
 from recbole_quant.quick_start import load_data
 from recbole_quant.trainer import get_trainer
 
@@ -30,11 +30,20 @@ def test_topk_hits_equals_dense_collector_rows():
     assert torch.equal(topk_hits(topk_idx, positive_u, positive_i, 30), dense)
 
 
-def test_history_csr_adds_padding_item_and_sorts():
-    rows, items = torch.tensor([1, 0, 1]), torch.tensor([7, 3, 2])
-    indptr, indices = history_csr(3, (rows, items), 10)
-    assert indptr.tolist() == [0, 2, 5, 6]
-    assert indices.tolist() == [0, 3, 0, 2, 7, 0]
+def test_user_lists_add_padding_item_sort_and_slice():
+    class Loader:  # the three per-user lists RecBole's FullSortEvalDataLoader keeps
+        uid_list = torch.tensor([1, 3])
+        uid2history_item = [None, torch.tensor([7, 2]), None, torch.tensor([5])]
+        uid2positive_item = [None, torch.tensor([4]), None, torch.tensor([6, 9])]
+
+    loader = Loader()
+    users, history, positives = user_lists(loader)
+    assert users.tolist() == [1, 3]
+    indptr, items = history.rows(0, 2)
+    assert indptr.tolist() == [0, 3, 5] and items.tolist() == [0, 2, 7, 0, 5]
+    indptr, items = positives.rows(1, 2)
+    assert indptr.tolist() == [0, 2] and items.tolist() == [6, 9]
+    assert user_lists(loader)[1] is history  # built once per loader
 
 
 def test_sparse_collector_matches_recbole_collector_for_a_baseline():

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["popcount64", "swar_popcount64", "POPCOUNT_IMPL", "f32_bits", "bits_f32"]
+__all__ = ["popcount64", "swar_popcount64", "POPCOUNT_IMPL", "f32_bits", "bits_f32", "plane2_dot", "plane4_dot"]
 
 
 @njit(cache=True, inline="always")
@@ -100,3 +100,23 @@ def bits_f32(typingctx, x):
 
     return sig, codegen
 
+
+
+@njit(cache=True, inline="always")
+def plane2_dot(a0, a1, x0, x1):
+    """<k_u, k_i> for one word of 2-bit codes: plane pairs of equal weight summed first."""
+    return (popcount64(a0 & x0) + ((popcount64(a1 & x0) + popcount64(a0 & x1)) << 1)
+            + (popcount64(a1 & x1) << 2))
+
+
+@njit(cache=True, inline="always")
+def plane4_dot(a0, a1, a2, a3, x0, x1, x2, x3):
+    """<k_u, k_i> for one word of 4-bit codes: plane pairs of equal weight summed first."""
+    return (popcount64(a0 & x0)
+            + ((popcount64(a1 & x0) + popcount64(a0 & x1)) << 1)
+            + ((popcount64(a2 & x0) + popcount64(a1 & x1) + popcount64(a0 & x2)) << 2)
+            + ((popcount64(a3 & x0) + popcount64(a2 & x1) + popcount64(a1 & x2)
+                + popcount64(a0 & x3)) << 3)
+            + ((popcount64(a3 & x1) + popcount64(a2 & x2) + popcount64(a1 & x3)) << 4)
+            + ((popcount64(a3 & x2) + popcount64(a2 & x3)) << 5)
+            + (popcount64(a3 & x3) << 6))

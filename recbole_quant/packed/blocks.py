@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .bitops import bits_f32, f32_bits, popcount64
+from .bitops import bits_f32, f32_bits, plane2_dot, plane4_dot, popcount64
 from .passes import PLANE, SIGN_INT, plane_dot_chunk, score, xor_popcount_chunk, z_chunk
 
 BLOCK = 64  # items per block maximum (granularity of the candidate filter)
@@ -50,20 +50,12 @@ def fused_plane_block_proxy(bits, a0, a1, a2, a3, bi_t, bg, shift, negmask, s, c
     elif bits == 2:
         for j in range(cnt):
             x0, x1 = bi_t[0, s + j], bi_t[1, s + j]
-            k = (popcount64(a0 & x0) + ((popcount64(a1 & x0) + popcount64(a0 & x1)) << 1)
-                 + (popcount64(a1 & x1) << 2))
+            k = plane2_dot(a0, a1, x0, x1)
             m = max(m, proxy(k, shift, negmask, bg[s + j]))
     else:
         for j in range(cnt):
             x0, x1, x2, x3 = bi_t[0, s + j], bi_t[1, s + j], bi_t[2, s + j], bi_t[3, s + j]
-            k = (popcount64(a0 & x0)
-                 + ((popcount64(a1 & x0) + popcount64(a0 & x1)) << 1)
-                 + ((popcount64(a2 & x0) + popcount64(a1 & x1) + popcount64(a0 & x2)) << 2)
-                 + ((popcount64(a3 & x0) + popcount64(a2 & x1) + popcount64(a1 & x2)
-                     + popcount64(a0 & x3)) << 3)
-                 + ((popcount64(a3 & x1) + popcount64(a2 & x2) + popcount64(a1 & x3)) << 4)
-                 + ((popcount64(a3 & x2) + popcount64(a2 & x3)) << 5)
-                 + (popcount64(a3 & x3) << 6))
+            k = plane4_dot(a0, a1, a2, a3, x0, x1, x2, x3)
             m = max(m, proxy(k, shift, negmask, bg[s + j]))
     return m
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .bitops import popcount64
+from .bitops import plane2_dot, plane4_dot, popcount64
 
 CHUNK = 256  # items per compute chunk: the chunk's item words stay in L1
 
@@ -51,8 +51,7 @@ def plane_dot_chunk(au, u, bi_t, pu, pi, o, n, buf):
             r0, r1 = w, n_words + w
             for j in range(n):
                 x0, x1 = bi_t[r0, o + j], bi_t[r1, o + j]
-                v = (popcount64(a0 & x0) + ((popcount64(a1 & x0) + popcount64(a0 & x1)) << 1)
-                     + (popcount64(a1 & x1) << 2))
+                v = plane2_dot(a0, a1, x0, x1)
                 buf[j] += np.int64(v)
         elif pu == 4 and pi == 4:
             a0, a1 = au[u, w], au[u, n_words + w]
@@ -60,14 +59,7 @@ def plane_dot_chunk(au, u, bi_t, pu, pi, o, n, buf):
             for j in range(n):
                 x0, x1 = bi_t[w, o + j], bi_t[n_words + w, o + j]
                 x2, x3 = bi_t[2 * n_words + w, o + j], bi_t[3 * n_words + w, o + j]
-                v = (popcount64(a0 & x0)
-                     + ((popcount64(a1 & x0) + popcount64(a0 & x1)) << 1)
-                     + ((popcount64(a2 & x0) + popcount64(a1 & x1) + popcount64(a0 & x2)) << 2)
-                     + ((popcount64(a3 & x0) + popcount64(a2 & x1) + popcount64(a1 & x2)
-                         + popcount64(a0 & x3)) << 3)
-                     + ((popcount64(a3 & x1) + popcount64(a2 & x2) + popcount64(a1 & x3)) << 4)
-                     + ((popcount64(a3 & x2) + popcount64(a2 & x3)) << 5)
-                     + (popcount64(a3 & x3) << 6))
+                v = plane4_dot(a0, a1, a2, a3, x0, x1, x2, x3)
                 buf[j] += np.int64(v)
         else:
             for q in range(pi):
