@@ -108,7 +108,7 @@ def export_model(checkpoint_path, out_path, *, expected_model=None, history="tra
     """
     if history not in HISTORY_MODES:
         raise ExportError(f"history={history!r} is not valid: choose one of {', '.join(HISTORY_MODES)}.")
-    from recbole_quant.trainer import load_checkpoint  # RecBole is needed only on this side
+    from recbole_quant.checkpoint import load_checkpoint
 
     if isinstance(overrides, str):
         overrides = [overrides]

@@ -26,79 +26,16 @@ from recbole.trainer import Trainer
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
-from recbole_quant.errors import CheckpointError, TrainingDivergedError
+from recbole_quant.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    plain_config,
+    reserve_checkpoint_name,
+    save_atomic,
+)
+from recbole_quant.errors import TrainingDivergedError
 from recbole_quant.evaluation import PackedEvalMixin, SparseCollector
-
-CHECKPOINT_FORMAT = "recbole_quant.checkpoint/1"
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def plain_config(config):
-    """The final config as plain values only (what ``weights_only`` loading accepts)."""
-
-    def convert(value):
-        if isinstance(value, _PLAIN):
-            return value
-        if isinstance(value, (list, tuple)):
-            return [convert(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): convert(v) for k, v in value.items()}
-        return str(value)  # enums, torch.device, ...
-
-    return {str(k): convert(v) for k, v in config.final_config_dict.items()}
-
-
-def load_checkpoint(path, map_location="cpu", expected_model=None):
-    """Load a checkpoint written by :class:`SafeCheckpointMixin` with ``weights_only=True``.
-
-    Raises
-    ------
-    CheckpointError
-        missing file, not a checkpoint of this format (or damaged), or of another model.
-    """
-    path = str(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"Checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # unpickling / zip errors: report the file, not the internals
-        raise CheckpointError(
-            f"Cannot read checkpoint {path}: it is damaged or not a recbole_quant checkpoint "
-            f"(checkpoints of plain RecBole cannot be loaded safely). Detail: {err}"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path} is not a recbole_quant checkpoint (expected format {CHECKPOINT_FORMAT})."
-        )
-    if expected_model is not None and state["model"] != expected_model:
-        raise CheckpointError(
-            f"{path} holds a {state['model']} model, not {expected_model}: "
-            f"pass --model={state['model']} or another checkpoint."
-        )
-    return state
-
-
-def reserve_checkpoint_name(path):
-    """``path``, or ``<stem>-1.pth``, ``<stem>-2.pth``... if taken; the name is reserved on disk.
-
-    RecBole names checkpoints ``<Model>-<date_time>.pth`` with one-second resolution, so two
-    runs started in the same second in the same folder (a comparison, parallel jobs) would
-    overwrite each other's best model and test the wrong one. The empty placeholder is
-    created atomically (``open(..., "x")``) and replaced by the first real save.
-    """
-    stem, ext = os.path.splitext(path)
-    folder = os.path.dirname(path)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    for n in range(1000):
-        candidate = path if n == 0 else f"{stem}-{n}{ext}"
-        try:
-            with open(candidate, "x"):
-                return candidate
-        except FileExistsError:
-            continue
-    raise CheckpointError(f"Could not find a free checkpoint name next to {path}.")
-
+from recbole_quant.registry import is_plugin_model
 
 class SafeCheckpointMixin:
     """Checkpoints of tensors and plain values, loaded with ``weights_only=True``."""
@@ -130,7 +67,7 @@ class SafeCheckpointMixin:
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
         }
-        torch.save(state, saved_model_file)
+        save_atomic(state, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -212,6 +149,16 @@ class QuantTrainer(
 
     Full-sort evaluation runs on the packed fused top-k (:class:`PackedEvalMixin`) unless
     ``eval_path: standard``; ties are broken by (higher score, lower item id) on both paths.
+
+    The base order matters (Python calls the leftmost first):
+
+    * ``EpochTimerMixin`` before ``EpochHookMixin``: the hook's work (a Hessian refresh)
+      counts in the epoch's time;
+    * ``SafeCheckpointMixin`` before ``PackedEvalMixin``: its ``evaluate`` loads the best
+      checkpoint, then hands over to the packed path;
+    * ``PackedEvalMixin`` before RecBole's ``Trainer``: it overrides ``_full_sort_batch_eval``
+      and ``evaluate``; placed after ``Trainer`` it would be skipped and evaluation would
+      silently fall back to the dense path (``tests/test_trainer_mixins.py`` guards this).
     """
 
     deterministic_ties = True
@@ -249,14 +196,17 @@ class QuantTrainer(
 
 
 def get_trainer(config, model_class):
-    """The trainer class for a model: its own ``trainer_class``, else RecBole's choice.
+    """The trainer class for a model, chosen by name as RecBole-GNN does.
 
-    RecBole's choice is wrapped in :class:`SafeCheckpointMixin` so that baselines, too, reload
-    their best checkpoint on torch >= 2.6.
+    A plugin model (see :mod:`recbole_quant.registry`) gets ``<Model>Trainer`` from this
+    module if one is defined, else :class:`QuantTrainer`. Any other model gets RecBole's
+    choice, wrapped in :class:`SafeCheckpointMixin` (and the timer and sparse collector) so
+    that baselines, too, reload their best checkpoint on torch >= 2.6. Models never name
+    their trainer: ``recbole_quant.model`` does not import this module.
     """
-    own = getattr(model_class, "trainer_class", None)
-    if own is not None:
-        return own
+    name = model_class if isinstance(model_class, str) else model_class.__name__
+    if is_plugin_model(name):
+        return globals().get(f"{name}Trainer", QuantTrainer)
     base = recbole_get_trainer(config["MODEL_TYPE"], config["model"])
     if issubclass(base, SafeCheckpointMixin) or not issubclass(base, Trainer):
         return base

@@ -5,7 +5,7 @@ import torch
 
 from conftest import FAST_RUN
 from recbole_quant.quick_start import run_recbole_quant
-from recbole_quant.trainer import CHECKPOINT_FORMAT, load_checkpoint
+from recbole_quant.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from recbole_quant.errors import CheckpointError
 
 

@@ -1,6 +1,6 @@
 """Checkpoint names stay unique when runs start in the same second."""
 
-from recbole_quant.trainer import reserve_checkpoint_name
+from recbole_quant.checkpoint import reserve_checkpoint_name
 
 
 def test_same_second_names_do_not_collide(tmp_path):

@@ -32,7 +32,8 @@ from recbole_quant.evaluation import deterministic_topk
 from recbole_quant.export import ExportedCodes, export_model, load_export, to_faiss
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quick_start import load_data, run_recbole_quant
-from recbole_quant.trainer import get_trainer, load_checkpoint
+from recbole_quant.checkpoint import load_checkpoint
+from recbole_quant.trainer import get_trainer
 
 TOY = dict(FAST_RUN, topk=[10], valid_metric="recall@10")
 

@@ -17,7 +17,8 @@ from recbole_quant import Config
 from recbole_quant.errors import CheckpointError, ConfigValueError
 from recbole_quant.quantization import gaussian_dirac
 from recbole_quant.quick_start import load_data, run_recbole_quant
-from recbole_quant.trainer import get_trainer, load_checkpoint
+from recbole_quant.checkpoint import load_checkpoint
+from recbole_quant.trainer import get_trainer
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 What every quantized model shares and RecBole's ``GeneralRecommender`` lacks:
 
-* trained by :class:`recbole_quant.trainer.QuantTrainer` (``trainer_class``), which calls
+* trained by :class:`recbole_quant.trainer.QuantTrainer` (picked by name in
+  ``recbole_quant.trainer.get_trainer``; models never import the trainer), which calls
   ``on_train_epoch_start`` and writes safe checkpoints;
 * a cached :class:`recbole_quant.packed.PackedPredictor` built from the model's codes once
   after training (:meth:`build_predictor`, per model) and dropped whenever the model goes
@@ -16,14 +17,12 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_quant.errors import ConfigValueError
-from recbole_quant.trainer import QuantTrainer
 
 
 class QuantizedRecommender(GeneralRecommender):
     """A ``GeneralRecommender`` whose inference runs on packed codes."""
 
     input_type = InputType.PAIRWISE
-    trainer_class = QuantTrainer
     # Name of the config key holding a per-dimension code width, if the model has one
     # (comparisons expand ``--bits=1,2,4`` over it); sign-code models leave it None.
     bit_width_key = None

@@ -58,7 +58,7 @@ from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quantization import ScaledSign, TanhSign, TemperatureSchedule
-from recbole_quant.trainer import load_checkpoint
+from recbole_quant.checkpoint import load_checkpoint
 
 # variant -> (estimator, anneal) used when those keys are ~ (None)
 VARIANT_DEFAULTS = {"base": ("ste", "none"), "anl": ("gaussian", "two_stage")}
