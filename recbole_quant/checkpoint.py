@@ -84,13 +84,15 @@ def load_checkpoint(path, map_location="cpu", expected_model=None):
     return state
 
 
-def reserve_checkpoint_name(path):
-    """``path``, or ``<stem>-1.pth``, ``<stem>-2.pth``... if taken; the name is reserved on disk.
+def reserve_file_name(path):
+    """``path``, or ``<stem>-1<ext>``, ``<stem>-2<ext>``... if taken; the name is reserved on disk.
 
-    RecBole names checkpoints ``<Model>-<date_time>.pth`` with one-second resolution, so two
-    runs started in the same second in the same folder (a comparison, parallel jobs) would
-    overwrite each other's best model and test the wrong one. The empty placeholder is
-    created atomically (``open(..., "x")``) and replaced by the first real save.
+    RecBole names checkpoints ``<Model>-<date_time>.pth`` and logs
+    ``<Model>-<dataset>-<date_time>-<hash>.log`` with one-second resolution, so two runs
+    started in the same second in the same folder (a comparison, parallel jobs) would
+    overwrite each other's best model (and test the wrong one) or share one log. The empty
+    placeholder is created atomically (``open(..., "x")``) and replaced or appended to by
+    its owner.
     """
     stem, ext = os.path.splitext(path)
     folder = os.path.dirname(path)
@@ -103,4 +105,7 @@ def reserve_checkpoint_name(path):
                 return candidate
         except FileExistsError:
             continue
-    raise CheckpointError(f"Could not find a free checkpoint name next to {path}.")
+    raise CheckpointError(f"Could not find a free file name next to {path}.")
+
+
+reserve_checkpoint_name = reserve_file_name  # the trainer's name for it

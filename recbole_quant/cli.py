@@ -8,7 +8,9 @@ is an error listing the closest known ones.
 
 import sys
 
-from recbole_quant.errors import RecboleQuantError
+from recbole_quant.errors import RecboleQuantError, TrainingInterrupted
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 USAGE = """usage: run_recbole_quant.py --model=NAME[,NAME...] [--dataset=NAME] [--config_files="a.yaml b.yaml"]
                             [--key=value ...] [--bits=1,2,4] [--out_dir=DIR] [--list-models]
@@ -23,7 +25,10 @@ USAGE = """usage: run_recbole_quant.py --model=NAME[,NAME...] [--dataset=NAME] [
   --bits=1,2,4    (comparison) one run per width for models with a bit-width option
   --out_dir       (comparison) folder for table.md, table.csv, tradeoff.png
                   (default results/<dataset>-<time>)
+  --resume=CKPT   continue training from a checkpoint (same model and dataset)
   --list-models   print the available models and exit
+
+Ctrl-C during training prints where the best checkpoint is and how to resume it (exit 130).
 """
 
 _OWN_KEYS = ("model", "dataset", "config_files", "out_dir")
@@ -126,4 +131,10 @@ def main(argv=None):
     except RecboleQuantError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as err:
+        print(err, file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except KeyboardInterrupt:  # while loading data or testing: nothing to point at
+        print("interrupted.", file=sys.stderr)
+        return INTERRUPTED_EXIT
     return 0

@@ -8,11 +8,17 @@ Three overrides of ``recbole.config.Config`` (the RecBole-GNN recipe), nothing e
   ``properties/model/<Model>.yaml`` are loaded, so the priority is
   RecBole internals < plugin properties < config files < config dict < command line;
 * the command line is taken from ``cmd_args`` (default: ``sys.argv[1:]``, as RecBole does), and
-  a ``--key=value`` that no part of the configuration knows is an error, not silently kept.
+  a key that no part of the configuration knows -- on the command line, in a config file or in
+  a config dict -- is an error naming the closest known keys, not silently kept.
+
+Nothing read from the command line, a file or a checkpoint runs as code: RecBole converts
+strings with ``eval`` and reads yaml with ``yaml.FullLoader``; here strings are read as YAML
+scalars / flow values (:func:`parse_config_value`) and yaml files with a safe loader.
 
 It also points fixed-split datasets at their files: if ``<data_path>/<dataset>/`` holds
 ``<dataset>.train.inter``, ``.valid.inter`` and ``.test.inter`` and no ``benchmark_filename``
-is given, ``benchmark_filename`` becomes ``[train, valid, test]``.
+is given, ``benchmark_filename`` becomes ``[train, valid, test]``; and a given ``data_path``
+wins for ``ml-100k`` too (RecBole always points that name at its bundled copy).
 """
 
 import difflib
@@ -26,11 +32,69 @@ import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_quant import compat
-from recbole_quant.errors import ConfigValueError, UnknownOptionError
+from recbole_quant.errors import ConfigFileError, ConfigValueError, UnknownOptionError
 from recbole_quant.registry import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
 BENCHMARK_PARTS = ("train", "valid", "test")
+BUNDLED_DATASET = "ml-100k"  # shipped inside RecBole's wheel
+
+
+class ConfigYamlLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus RecBole's float resolver (``1e-3`` is a float, not a string).
+
+    RecBole adds that resolver to ``yaml.FullLoader``, which can build Python objects from
+    tags; the safe loader builds plain values only.
+    """
+
+
+ConfigYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:
+     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_config_value(text):
+    """A ``--key=value`` string as RecBole users write it, read as a YAML scalar or flow value.
+
+    ``0.01`` -> 0.01, ``1e9`` -> 1e9, ``[10,20]`` -> [10, 20], ``False`` / ``false`` -> False,
+    ``None`` / ``~`` -> None, ``"{'split': {'RS': [0.8,0.1,0.1]}}"`` -> a dict (RecBole's
+    single-quoted dicts are YAML flow mappings), anything else stays the string it is.
+    Never evaluated: ``__import__('os')...`` is just a string.
+    """
+    if not isinstance(text, str):
+        return text
+    stripped = text.strip()
+    if stripped == "None":  # Python's spelling, accepted by RecBole's eval
+        return None
+    try:
+        value = yaml.load(stripped, Loader=ConfigYamlLoader)
+    except yaml.YAMLError as err:
+        if stripped[:1] in "[{":
+            raise ConfigValueError(
+                f"Cannot read {text!r} as a list or dict: {_yaml_problem(err)}. "
+                "Write lists as [10,20] and dicts as \"{'key': value}\" (YAML flow style)."
+            ) from None
+        return text
+    if isinstance(value, (dict, list)) and stripped[:1] not in "[{":
+        return text  # 'a: b' or '- a' are block YAML, not a flow value: keep the text
+    return value
+
+
+def _yaml_problem(err):
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at column {mark.column + 1}" if mark is not None else problem
 
 
 def plugin_property_files(model_name):
@@ -126,10 +190,26 @@ class Config(RecBoleConfig):
             config_file_list=config_file_list,
             config_dict=config_dict,
         )
-        self._check_cmd_keys()
+        self._check_keys()
 
     def compatibility_settings(self):
         compat.apply()
+
+    def _build_yaml_loader(self):
+        return ConfigYamlLoader
+
+    def _convert_config_dict(self, config_dict):
+        # RecBole evals every string here; read them as YAML values instead (never code)
+        return {key: parse_config_value(value) for key, value in config_dict.items()}
+
+    def _load_config_files(self, file_list):
+        self._file_keys = {}
+        merged = {}
+        for path in file_list or []:
+            data = read_config_file(path)
+            self._file_keys.update({key: path for key in data})
+            merged.update(data)
+        return merged
 
     def _load_cmd_line(self):
         cmd_config_dict = {}
@@ -169,7 +249,11 @@ class Config(RecBoleConfig):
             self._update_internal_config_dict(path)
 
     def _set_default_parameters(self):
+        given_data_path = self.external_config_dict.get("data_path")
         super()._set_default_parameters()
+        if self.dataset == BUNDLED_DATASET and given_data_path is not None:
+            # RecBole points ml-100k at its bundled copy whatever data_path says
+            self.final_config_dict["data_path"] = os.path.join(given_data_path, self.dataset)
         self._detect_benchmark_files()
         eval_path = self.final_config_dict.get("eval_path", "auto")
         if eval_path not in ("auto", "standard"):
@@ -179,23 +263,86 @@ class Config(RecBoleConfig):
 
     def _detect_benchmark_files(self):
         cfg = self.final_config_dict
-        if cfg.get("benchmark_filename") or self.dataset == "ml-100k":
+        if cfg.get("benchmark_filename") or uses_bundled_dataset(cfg):
             return
         folder = cfg["data_path"]
         files = [os.path.join(folder, f"{self.dataset}.{p}.inter") for p in BENCHMARK_PARTS]
         if all(os.path.isfile(f) for f in files):
             cfg["benchmark_filename"] = list(BENCHMARK_PARTS)
 
-    def _check_cmd_keys(self):
-        if not self.cmd_config_dict:
+    def _check_keys(self):
+        """Unknown keys from the command line, config files and the config dict are errors."""
+        sources = [(key, f"--{key}") for key in self.cmd_config_dict]
+        sources += [
+            (key, f"'{key}' in config file {path}") for key, path in self._file_keys.items()
+        ]
+        sources += [(key, f"'{key}' in config_dict") for key in self.variable_config_dict]
+        if not sources:
             return
         known = known_keys(self.model, self.model_class)
-        for key in self.cmd_config_dict:
+        for key, where in sources:
             if key not in known:
                 close = difflib.get_close_matches(key, sorted(known), n=3)
-                hint = f" Did you mean: {', '.join('--' + c for c in close)}?" if close else ""
+                prefix = "--" if where.startswith("--") else ""
+                hint = f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else ""
                 raise UnknownOptionError(
-                    f"Unknown option --{key} for model {self.model}.{hint} "
+                    f"Unknown option {where} for model {self.model}.{hint} "
                     f"The model's options are in properties/model/{self.model}.yaml; "
                     "RecBole's are in its documentation (config settings)."
                 )
+
+
+def bundled_data_path():
+    """Where RecBole's wheel keeps ml-100k (RecBole's own ``data_path`` for that name)."""
+    import recbole
+
+    return os.path.join(os.path.dirname(recbole.__file__), "dataset_example", BUNDLED_DATASET)
+
+
+def uses_bundled_dataset(config):
+    """True when the config reads RecBole's bundled ml-100k (no files of the user's)."""
+    return config["dataset"] == BUNDLED_DATASET and os.path.realpath(
+        config["data_path"]
+    ) == os.path.realpath(bundled_data_path())
+
+
+def read_config_file(path):
+    """A yaml config file as a dict, read safely; clear errors naming the file and line."""
+    if not os.path.isfile(path):
+        where = "is a folder, not a yaml file" if os.path.isdir(path) else "does not exist"
+        raise ConfigFileError(
+            f"Config file {path} {where} (--config_files takes space-separated yaml files)."
+        )
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        line = text_line_of_byte(path, err.start)
+        raise ConfigFileError(
+            f"{path}, line {line}: byte 0x{err.object[err.start]:02x} is not UTF-8; "
+            "save the file as UTF-8."
+        ) from None
+    try:
+        data = yaml.load(text, Loader=ConfigYamlLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else path
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigFileError(
+            f"{where}: not valid YAML ({problem}). Expected 'key: value' lines, "
+            "e.g. 'learning_rate: 0.001'."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(
+            f"{path}: expected 'key: value' lines (a YAML mapping), found a "
+            f"{type(data).__name__}."
+        )
+    return data
+
+
+def text_line_of_byte(path, offset):
+    """1-based line number of byte ``offset`` in ``path``."""
+    with open(path, "rb") as f:
+        return f.read(offset).count(b"\n") + 1

@@ -23,6 +23,10 @@ class ConfigValueError(RecboleQuantError, ValueError):
     """A known option with an impossible value (e.g. ``bits=9``)."""
 
 
+class ConfigFileError(RecboleQuantError, ValueError):
+    """A config file that is missing or not a yaml mapping; names the file and line."""
+
+
 class DatasetNotFoundError(RecboleQuantError, FileNotFoundError):
     """The dataset's atomic files are not on disk (and nothing is downloaded)."""
 
@@ -46,3 +50,9 @@ class ExportError(RecboleQuantError, ValueError):
 
 class QueryError(RecboleQuantError, ValueError):
     """A recommendation request an export cannot answer: unknown user token, impossible k."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where the best checkpoint is and how to
+    resume it. A ``KeyboardInterrupt`` (not a :class:`RecboleQuantError`), so a comparison
+    stops as a whole instead of recording it as one failed model."""

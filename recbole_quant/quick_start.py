@@ -5,25 +5,44 @@ the same steps with the plugin's Config, dataset checks and trainers, and return
 dict as ``run_recbole`` plus run statistics used by the comparison report.
 """
 
+import hashlib
+import importlib
 import logging
+import os
+import shlex
 from collections import OrderedDict
 from logging import getLogger
 from time import perf_counter
 
 from recbole.data import create_dataset, data_preparation
-from recbole.utils import dict2str, init_logger, init_seed, set_color
+from recbole.data.utils import create_samplers, get_dataloader, save_split_dataloaders
+from recbole.utils import ModelType, dict2str, get_local_time, init_logger, init_seed, set_color
 
+from recbole_quant.checkpoint import reserve_file_name
 from recbole_quant.config import Config
 from recbole_quant.data.checks import check_dataset_files
-from recbole_quant.errors import ConfigValueError, MalformedDatasetError, RecboleQuantError
+from recbole_quant.errors import (
+    ConfigValueError,
+    MalformedDatasetError,
+    RecboleQuantError,
+    TrainingInterrupted,
+)
 from recbole_quant.trainer import get_trainer
 
 
 def load_data(config):
-    """Check the files, build RecBole's dataset and its train/valid/test loaders."""
+    """Check the files, build RecBole's dataset and its train/valid/test loaders.
+
+    RecBole's ``create_dataset`` / ``data_preparation`` unpickle
+    ``<checkpoint_dir>/<dataset>-<Class>.pth`` and ``<dataset>-for-<model>-dataloader.pth``
+    whenever those files exist (even with ``save_dataset: False``): a file planted there
+    would run code. Unless ``trust_saved_dataset: True``, the dataset and its loaders are
+    built from the atomic files and those caches are never read.
+    """
     check_dataset_files(config)
+    trusted = bool(config["trust_saved_dataset"])
     try:
-        dataset = create_dataset(config)
+        dataset = create_dataset(config) if trusted else _build_dataset(config)
     except RecboleQuantError:
         raise
     except Exception as err:  # pandas / RecBole parsing errors: name the dataset and folder
@@ -31,8 +50,52 @@ def load_data(config):
             f"RecBole could not load dataset '{config['dataset']}' from "
             f"{config['data_path']}: {type(err).__name__}: {err}"
         ) from err
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if trusted:
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+    else:
+        train_data, valid_data, test_data = _build_loaders(config, dataset)
     return dataset, train_data, valid_data, test_data
+
+
+def _build_dataset(config):
+    """RecBole's ``create_dataset`` without its pickle-loading branch (same class choice)."""
+    module = importlib.import_module("recbole.data.dataset")
+    name = config["model"] + "Dataset"
+    if not hasattr(module, name):
+        name = {
+            ModelType.SEQUENTIAL: "SequentialDataset",
+            ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+        }.get(config["MODEL_TYPE"], "Dataset")
+    dataset = getattr(module, name)(config)
+    if config["save_dataset"]:
+        dataset.save()
+    return dataset
+
+
+def _build_loaders(config, dataset):
+    """RecBole's ``data_preparation`` without its pickle-loading branch."""
+    from recbole.sampler import KGSampler
+
+    built = dataset.build()
+    train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
+    if config["MODEL_TYPE"] == ModelType.KNOWLEDGE:
+        kg_sampler = KGSampler(
+            dataset,
+            config["train_neg_sample_args"]["distribution"],
+            config["train_neg_sample_args"]["alpha"],
+        )
+        train = get_dataloader(config, "train")(
+            config, built[0], train_sampler, kg_sampler, shuffle=True
+        )
+    else:
+        train = get_dataloader(config, "train")(
+            config, built[0], train_sampler, shuffle=config["shuffle"]
+        )
+    valid = get_dataloader(config, "valid")(config, built[1], valid_sampler, shuffle=False)
+    test = get_dataloader(config, "test")(config, built[2], test_sampler, shuffle=False)
+    if config["save_dataloaders"]:
+        save_split_dataloaders(config, dataloaders=(train, valid, test))
+    return train, valid, test
 
 
 def run_recbole_quant(
@@ -69,9 +132,10 @@ def run_recbole_quant(
         config_dict=config_dict,
         cmd_args=list(cmd_args),
     )
+    _check_epochs(config)
     init_seed(config["seed"], config["reproducibility"])
     _close_log_handlers()  # see _close_log_handlers: RecBole's init_logger needs a clean root
-    init_logger(config)
+    _init_logger(config)
     logger = getLogger()
     logger.info(config)
 
@@ -84,10 +148,21 @@ def run_recbole_quant(
     logger.info(model_obj)
 
     trainer = get_trainer(config, config.model_class)(config, model_obj)
+    if config["resume"]:
+        trainer.resume_checkpoint(config["resume"])
+        if trainer.start_epoch >= config["epochs"]:
+            logger.warning(
+                f"{config['resume']} is trained to epoch {trainer.start_epoch - 1} and "
+                f"epochs={config['epochs']}: nothing left to train, testing the checkpoint."
+            )
     start = perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        )
+    except KeyboardInterrupt:
+        _close_log_handlers()
+        raise TrainingInterrupted(_interrupted_message(config, trainer, saved)) from None
     fit_seconds = perf_counter() - start
 
     start = perf_counter()
@@ -133,6 +208,32 @@ def _plain(result):
     return OrderedDict((key, float(value)) for key, value in result.items())
 
 
+def _check_epochs(config):
+    epochs = config["epochs"]
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigValueError(
+            f"epochs={epochs!r}: at least one training epoch is needed (an untrained model "
+            "would be reported as a result). To test a saved checkpoint without training, "
+            "pass --resume=CHECKPOINT with --epochs at most its epoch + 1."
+        )
+
+
+def _interrupted_message(config, trainer, saved):
+    """One line: where the best checkpoint is and the commands that resume / export it."""
+    epoch = getattr(trainer, "_current_epoch", None)
+    at = f" at epoch {epoch}" if epoch is not None else ""
+    path = getattr(trainer, "saved_model_file", None)
+    best = getattr(trainer, "saved_epoch", None)
+    if not saved or best is None or not path:
+        return f"interrupted{at}: no checkpoint had been saved yet."
+    quoted = shlex.quote(path)
+    return (
+        f"interrupted{at}: best checkpoint so far (epoch {best}) is {path}; resume: the same "
+        f"command with --resume={quoted}; export: python -m recbole_quant export {quoted} "
+        "OUT.npz"
+    )
+
+
 def _check_topk(config, dataset):
     # RecBole fails deep inside torch.topk ("selected index k out of range") otherwise
     n_real_items = dataset.item_num - 1  # item id 0 is padding
@@ -147,6 +248,33 @@ def _check_topk(config, dataset):
                 f"{n_real_items} items, so top-{largest} lists cannot be ranked. "
                 f"Use e.g. --topk={fitting} (and a valid_metric at one of those cut-offs)."
             )
+
+
+def _init_logger(config):
+    """RecBole's ``init_logger``, writing to a log file no other run shares.
+
+    RecBole names the file ``<model>-<dataset>-<time to the second>-<config hash>.log``:
+    two runs of the same config started in the same second would write into one file. The
+    name is computed as RecBole does and reserved on disk first; RecBole's file handler is
+    then pointed at the reserved name.
+    """
+    config_str = "".join(str(value) for value in config.final_config_dict.values())
+    md5 = hashlib.md5(config_str.encode("utf-8")).hexdigest()[:6]
+    model, dataset = config["model"], config["dataset"]
+    folder = os.path.join("log", model)
+    wanted = os.path.join(folder, f"{model}-{dataset}-{get_local_time()}-{md5}.log")
+    reserved = os.path.abspath(reserve_file_name(wanted))
+    existing = set(os.listdir(folder))
+    init_logger(config)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename != reserved:
+            opened = handler.baseFilename  # the clock ticked, or another run holds the name
+            handler.close()
+            handler.baseFilename = reserved
+            handler.stream = handler._open()
+            if os.path.basename(opened) not in existing and os.path.getsize(opened) == 0:
+                os.remove(opened)  # the empty file RecBole's handler created just now
+    return reserved
 
 
 def _close_log_handlers():

@@ -13,12 +13,16 @@ It is mixed into whatever trainer RecBole picks for a baseline (:func:`get_train
   it with the resumed epoch, so schedules continue where they stopped.
 * full-sort evaluation on the packed codes, and a sparse collector for every model
   (:mod:`recbole_quant.evaluation`);
-* a NaN or infinite loss stops training with :class:`TrainingDivergedError` naming the epoch;
-  the best checkpoint saved so far stays on disk.
+
+:class:`DivergenceGuardMixin` (in every trainer) stops training with
+:class:`TrainingDivergedError` naming the epoch when the loss, a weight or buffer stops being
+finite, or a quantized model's codes can no longer be built (e.g. a quantizer range collapsed
+to one value); it checks after each training epoch, before anything is evaluated or saved, so
+the best checkpoint saved so far stays on disk and is never replaced by diverged weights.
 """
 
+import itertools
 import math
-import os
 import time
 
 import torch
@@ -33,7 +37,7 @@ from recbole_quant.checkpoint import (
     reserve_checkpoint_name,
     save_atomic,
 )
-from recbole_quant.errors import TrainingDivergedError
+from recbole_quant.errors import CheckpointError, TrainingDivergedError
 from recbole_quant.evaluation import PackedEvalMixin, SparseCollector
 from recbole_quant.registry import is_plugin_model
 
@@ -43,6 +47,7 @@ class SafeCheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         self._name_reserved = False
+        self.saved_epoch = None  # epoch of the checkpoint on disk (None: nothing saved yet)
 
     def _reserve_name(self):
         if not self._name_reserved:
@@ -68,6 +73,8 @@ class SafeCheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
         }
         save_atomic(state, saved_model_file)
+        if saved_model_file == self.saved_model_file:
+            self.saved_epoch = int(epoch)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -77,7 +84,13 @@ class SafeCheckpointMixin:
 
     def resume_checkpoint(self, resume_file):
         state = load_checkpoint(resume_file, self.device, expected_model=self.config["model"])
+        if state["dataset"] != self.config["dataset"]:
+            raise CheckpointError(
+                f"{resume_file} was trained on dataset {state['dataset']!r}, not "
+                f"{self.config['dataset']!r}: resume it with --dataset={state['dataset']}."
+            )
         self.saved_model_file = str(resume_file)
+        self.saved_epoch = state["epoch"]
         self._name_reserved = True  # continue writing the resumed file
         self.start_epoch = state["epoch"] + 1
         self.cur_step = state["cur_step"]
@@ -127,6 +140,53 @@ class EpochHookMixin:
         return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
 
 
+class DivergenceGuardMixin:
+    """Stops training with :class:`TrainingDivergedError` as soon as it diverges.
+
+    Per batch: the loss must be finite (RecBole only catches NaN, with a bare ``ValueError``).
+    After each training epoch, before it is validated or saved: every floating weight and
+    buffer must be finite, and a quantized model must still yield codes (its predictor is
+    built here -- the validation that follows reuses it -- so a collapsed quantizer range
+    is reported as divergence, not as a ``ValueError`` deep inside the packing).
+    """
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self._current_epoch = epoch_idx
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        self._check_weights()
+        return loss
+
+    def _check_nan(self, loss):
+        value = loss.item() if torch.is_tensor(loss) else float(loss)
+        if not math.isfinite(value):
+            raise self._diverged(f"Training loss became {value}")
+
+    def _check_weights(self):
+        named = itertools.chain(self.model.named_parameters(), self.model.named_buffers())
+        for name, tensor in named:
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise self._diverged(f"Weight '{name}' became non-finite (inf or nan)")
+        if hasattr(self.model, "build_predictor"):
+            self.model.eval()
+            try:
+                self.model.predictor
+            except ValueError as err:  # the packing's own check on ranges / scales
+                raise self._diverged(f"The codes cannot be built any more ({err})") from None
+
+    def _diverged(self, what):
+        epoch = getattr(self, "_current_epoch", "?")
+        saved = getattr(self, "saved_epoch", None)
+        kept = (
+            f"The best checkpoint so far (epoch {saved}) is kept at {self.saved_model_file}."
+            if saved is not None
+            else "No checkpoint had been saved yet."
+        )
+        return TrainingDivergedError(
+            f"Training diverged: {what} at epoch {epoch}. {kept} "
+            "Try a lower learning_rate or a larger reg_weight."
+        )
+
+
 class SparseCollectorMixin:
     """Uses :class:`SparseCollector`: RecBole's metrics without the dense positives matrix."""
 
@@ -138,6 +198,7 @@ class SparseCollectorMixin:
 
 
 class QuantTrainer(
+    DivergenceGuardMixin,
     EpochTimerMixin,
     EpochHookMixin,
     SparseCollectorMixin,
@@ -152,6 +213,8 @@ class QuantTrainer(
 
     The base order matters (Python calls the leftmost first):
 
+    * ``DivergenceGuardMixin`` first: its weight check runs after the whole epoch, outside
+      the epoch's measured time;
     * ``EpochTimerMixin`` before ``EpochHookMixin``: the hook's work (a Hessian refresh)
       counts in the epoch's time;
     * ``SafeCheckpointMixin`` before ``PackedEvalMixin``: its ``evaluate`` loads the best
@@ -180,20 +243,6 @@ class QuantTrainer(
             self.cur_step = 0
         return loss
 
-    def _check_nan(self, loss):
-        value = loss.item() if torch.is_tensor(loss) else float(loss)
-        if not math.isfinite(value):
-            epoch = getattr(self, "_current_epoch", "?")
-            kept = (
-                f"The best checkpoint so far is kept at {self.saved_model_file}."
-                if os.path.isfile(self.saved_model_file)
-                else "No checkpoint had been saved yet."
-            )
-            raise TrainingDivergedError(
-                f"Training loss became {value} at epoch {epoch}. {kept} "
-                "Try a lower learning_rate or a larger reg_weight."
-            )
-
 
 def get_trainer(config, model_class):
     """The trainer class for a model, chosen by name as RecBole-GNN does.
@@ -212,6 +261,6 @@ def get_trainer(config, model_class):
         return base
     return type(
         base.__name__,
-        (EpochTimerMixin, SparseCollectorMixin, SafeCheckpointMixin, base),
+        (DivergenceGuardMixin, EpochTimerMixin, SparseCollectorMixin, SafeCheckpointMixin, base),
         {"__doc__": base.__doc__},
     )

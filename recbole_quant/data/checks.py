@@ -31,7 +31,9 @@ def required_files(config):
 
 def check_dataset_files(config, scan_lines=True):
     """Raise a clear error if the dataset's interaction files are missing or malformed."""
-    if config["dataset"] == "ml-100k":
+    from recbole_quant.config import uses_bundled_dataset
+
+    if uses_bundled_dataset(config):
         return  # shipped inside RecBole's wheel
     files = required_files(config)
     missing = [f for f in files if not os.path.isfile(f)]
