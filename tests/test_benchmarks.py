@@ -113,3 +113,39 @@ def test_main_exits_nonzero_before_any_speedup(bench, monkeypatch, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1].startswith("speedup_vs_float32=") and "speedup_hashgnn_sign32=" in lines[-3]
     assert float(lines[-1].split("=")[1]) == float(lines[-2].split("=")[1])  # hqgnn_1bit_d64
+
+
+# --------------------------------------------------------------------------- bench_eval
+
+
+@pytest.fixture(scope="module")
+def bench_eval():
+    return _load("bench_eval")
+
+
+def test_eval_metric_pairs_must_be_equal(bench_eval):
+    same = {"recall@20": 0.1, "ndcg@20": 0.2}
+    results = {p: dict(same) for p in "abcde"}
+    results["c"]["recall@20"] = 0.3  # (c) vs (e) may differ by tie order: not a failure
+    assert bench_eval.metric_failures(results, {"a": [dict(same)]}) == []
+    for x, y in bench_eval.EQUAL_PAIRS:
+        bad = {p: dict(same) for p in "abcde"}
+        bad[y]["ndcg@20"] = 0.25
+        failures = bench_eval.metric_failures(bad, {})
+        assert len(failures) == 1 and bench_eval.PATHS[x] in failures[0], failures
+    unstable = bench_eval.metric_failures(results, {"e": [dict(same), {"recall@20": 0.0, "ndcg@20": 0.2}]})
+    assert unstable == [f"{bench_eval.PATHS['e']}: metrics changed between runs"]
+
+
+def test_bench_eval_runs_and_fails_on_a_wrong_fused_kernel(bench_eval, tmp_path, monkeypatch, capsys):
+    argv = ["--shape", "150", "300", "4000", "--repeats", "1", "--work_dir", str(tmp_path / "work")]
+    bench_eval.main(argv)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("=")[0] for line in lines[-3:]] == ["same_model_speedup", "float_sparse_speedup",
+                                                          "eval_speedup"]
+    # the fused top-k forgets the history: (e) no longer matches (d), no ratio is printed
+    monkeypatch.setattr(kernels, "run_topk", _ignores_exclusion(kernels.run_topk))
+    with pytest.raises(SystemExit) as exc:
+        bench_eval.main(argv)
+    out = capsys.readouterr().out
+    assert exc.value.code == 1 and "FAILED: (d)" in out and "speedup" not in out
