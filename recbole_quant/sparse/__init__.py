@@ -1,0 +1,37 @@
+"""Fast exact CPU propagation for graph recommenders (CSR SpMM in numba, with autograd).
+
+* :mod:`~recbole_quant.sparse.kernels`: the numba kernels;
+* :mod:`~recbole_quant.sparse.propagation`: :class:`CSRAdjacency` and :func:`sparse_matmul`
+  (``torch.sparse.mm`` with the same result, faster on CPU);
+* :mod:`~recbole_quant.sparse.baselines`: :func:`~recbole_quant.sparse.baselines.apply_fast_propagation`
+  switches it into RecBole's own LightGCN and NGCF (the runner calls it after building a model).
+
+The config key ``fast_propagation`` (default true) turns it on and off for every model:
+:func:`fast_propagation_enabled` is the one place that reads it.
+"""
+from recbole_quant.errors import ConfigValueError
+from recbole_quant.sparse.propagation import CSRAdjacency, sparse_matmul
+
+__all__ = ["CSRAdjacency", "sparse_matmul", "fast_propagation_enabled"]
+
+
+def fast_propagation_enabled(config):
+    """Value of the ``fast_propagation`` key; True when it is missing or ``~``.
+
+    Args:
+        config: a RecBole ``Config`` (missing keys read as None) or a dict, or None.
+    """
+    if config is None:
+        return True
+    try:
+        value = config["fast_propagation"]
+    except KeyError:
+        value = None
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise ConfigValueError(
+            f"fast_propagation={value!r}: must be true or false "
+            "(false = torch.sparse.mm for the graph propagation)."
+        )
+    return value

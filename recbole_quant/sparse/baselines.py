@@ -1,0 +1,104 @@
+"""Switch the fast CSR propagation into RecBole's own LightGCN and NGCF.
+
+RecBole's models call ``torch.sparse.mm(self.norm_adj_matrix, E)`` inside their ``forward``
+(LightGCN) or their ``BiGNNLayer`` (NGCF). :func:`apply_fast_propagation` replaces exactly that
+product, on the model *instance*, by :func:`recbole_quant.sparse.sparse_matmul` over a CSR copy
+of the model's own ``norm_adj_matrix`` (RecBole's values, its 1e-7 degree epsilon included):
+everything else -- layer combination, NGCF's weights, activations, dropout, losses -- is
+RecBole's code, so a baseline trained with the switch learns the same function as without it,
+only faster, and comparisons with the plugin's models stay fair. Parameters, state dicts and
+checkpoints are unchanged; the switch is not saved.
+
+Off (the model is left untouched, the function returns False) when ``fast_propagation`` is
+false, on GPU, for any other model, and for NGCF with ``node_dropout`` > 0 (its adjacency is
+re-sampled every forward pass, so there is no fixed matrix to convert).
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+
+from recbole_quant.sparse import CSRAdjacency, fast_propagation_enabled, sparse_matmul
+
+__all__ = ["apply_fast_propagation"]
+
+
+def apply_fast_propagation(config, model):
+    """Make a RecBole LightGCN / NGCF instance propagate with the fast CSR product.
+
+    Args:
+        config: the run's Config (``fast_propagation``, default true).
+        model: a constructed RecBole model.
+
+    Returns:
+        bool: True if the model now uses the fast path.
+    """
+    if not fast_propagation_enabled(config):
+        return False
+    adjacency = getattr(model, "norm_adj_matrix", None)
+    if not isinstance(adjacency, torch.Tensor) or adjacency.device.type != "cpu":
+        return False
+    cls = _recbole_class(model)
+    if cls == "LightGCN":
+        csr = CSRAdjacency.from_torch(adjacency)
+        model.forward = types.MethodType(_lightgcn_forward(csr), model)
+        return True
+    if cls == "NGCF" and not float(model.node_dropout) > 0:
+        csr = CSRAdjacency.from_torch(adjacency)
+        for layer in model.GNNlayers:
+            layer.forward = types.MethodType(_bignn_forward(csr, adjacency), layer)
+        return True
+    return False
+
+
+def _recbole_class(model):
+    """``"LightGCN"`` / ``"NGCF"`` for RecBole's own classes (not subclasses), else None."""
+    from recbole.model.general_recommender.lightgcn import LightGCN
+    from recbole.model.general_recommender.ngcf import NGCF
+
+    if type(model) is LightGCN:
+        return "LightGCN"
+    if type(model) is NGCF:
+        return "NGCF"
+    return None
+
+
+def _lightgcn_forward(csr):
+    """RecBole 1.2.1's ``LightGCN.forward`` with ``torch.sparse.mm`` -> :func:`sparse_matmul`."""
+
+    def forward(self):
+        all_embeddings = self.get_ego_embeddings()
+        embeddings_list = [all_embeddings]
+        on_cpu = all_embeddings.device.type == "cpu"  # moved to GPU later: RecBole's product
+        for _ in range(self.n_layers):
+            if on_cpu:
+                all_embeddings = sparse_matmul(csr, all_embeddings)
+            else:
+                all_embeddings = torch.sparse.mm(self.norm_adj_matrix, all_embeddings)
+            embeddings_list.append(all_embeddings)
+        lightgcn_all_embeddings = torch.stack(embeddings_list, dim=1)
+        lightgcn_all_embeddings = torch.mean(lightgcn_all_embeddings, dim=1)
+        return torch.split(lightgcn_all_embeddings, [self.n_users, self.n_items])
+
+    return forward
+
+
+def _bignn_forward(csr, adjacency):
+    """RecBole 1.2.1's ``BiGNNLayer.forward``: (L + I) E W1 + (L E * E) W2, L E via the CSR.
+
+    Only the model's own fixed adjacency on CPU takes the fast path; any other matrix (none
+    is passed today) or a GPU tensor falls back to ``torch.sparse.mm``.
+    """
+
+    def forward(self, lap_matrix, eye_matrix, features):
+        if lap_matrix is adjacency and features.device.type == "cpu":
+            x = sparse_matmul(csr, features)
+        else:
+            x = torch.sparse.mm(lap_matrix, features)
+        inter_part1 = self.linear(features + x)
+        inter_feature = torch.mul(x, features)
+        inter_part2 = self.interActTransform(inter_feature)
+        return inter_part1 + inter_part2
+
+    return forward

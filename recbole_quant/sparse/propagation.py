@@ -1,0 +1,149 @@
+"""Sparse-times-dense products for graph propagation on CPU, with autograd.
+
+:class:`CSRAdjacency` holds a square sparse matrix (the normalised adjacency Â) as CSR,
+built once; :func:`sparse_matmul` computes ``Â @ x`` with the numba kernels of
+:mod:`recbole_quant.sparse.kernels` and back-propagates ``Â^T @ grad``. It is the same
+mathematics as ``torch.sparse.mm(Â, x)`` (same terms, added in the same order per row),
+only faster on CPU:
+
+* CSR rows split into blocks of equal work and run on torch's thread count
+  (``torch.get_num_threads()``, through :func:`recbole_quant.packed.threads.run_ranges`),
+  where torch's COO product re-derives the row structure on every call;
+* the ``x`` rows a row gathers are prefetched a few dozen entries ahead;
+* Â is symmetric, so the backward product is the forward one (no transpose is stored).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from recbole_quant.packed.threads import run_ranges
+from recbole_quant.sparse import kernels
+
+__all__ = ["CSRAdjacency", "sparse_matmul"]
+
+# Blocks per product: enough for run_ranges to hand each of a few threads several pieces
+# of equal work; the cut is computed once per matrix.
+_BLOCKS = 256
+
+
+class CSRAdjacency:
+    """A square sparse matrix as CSR (int64 row pointers, int32 columns), for :func:`sparse_matmul`.
+
+    Args:
+        indptr, indices, values (np.ndarray): CSR arrays, columns sorted within each row and
+            no duplicates (what :meth:`from_torch` produces).
+        n (int): matrix size.
+
+    Attributes:
+        symmetric (bool): whether the matrix equals its transpose exactly (then the backward
+            product reuses it; otherwise the transpose is built once, on first backward).
+    """
+
+    def __init__(self, indptr, indices, values, n):
+        self.n = int(n)
+        self.indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        self.indices = np.ascontiguousarray(indices, dtype=np.int32)
+        self._values = {np.dtype(np.float32): np.ascontiguousarray(values, dtype=np.float32)}
+        if self.indptr.shape != (self.n + 1,) or self.indptr[-1] != len(self.indices):
+            raise ValueError("CSR arrays do not describe a square matrix of size n")
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= self.n):
+            raise ValueError("CSR column ids out of range")
+        self.bounds = kernels.balanced_bounds(self.indptr, _BLOCKS)
+        self.symmetric = self._is_symmetric()
+        self._transpose = self if self.symmetric else None
+
+    @classmethod
+    def from_torch(cls, matrix):
+        """From a square ``torch.sparse_coo_tensor`` (coalesced here if it is not)."""
+        if not matrix.is_sparse or matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError("expected a square 2-d torch sparse COO tensor")
+        matrix = matrix.detach().to("cpu").coalesce()  # coalesced: sorted by (row, col)
+        rows, cols = matrix.indices().numpy()
+        n = matrix.shape[0]
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        values = matrix.values().numpy()
+        return cls(indptr, cols, values.astype(np.float32, copy=False), n)
+
+    @property
+    def nnz(self):
+        """Number of stored entries."""
+        return len(self.indices)
+
+    def values(self, dtype):
+        """The stored values in ``dtype`` (a float64 copy is made once, for gradcheck)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._values:
+            self._values[dtype] = self._values[np.dtype(np.float32)].astype(dtype)
+        return self._values[dtype]
+
+    def _is_symmetric(self):
+        import scipy.sparse as sp
+
+        csr = sp.csr_matrix((self._values[np.dtype(np.float32)], self.indices, self.indptr),
+                            shape=(self.n, self.n))
+        return (csr != csr.T).nnz == 0
+
+    def transpose(self):
+        """The transpose (``self`` when symmetric), built once."""
+        if self._transpose is None:
+            import scipy.sparse as sp
+
+            csr = sp.csr_matrix(
+                (self._values[np.dtype(np.float32)], self.indices, self.indptr),
+                shape=(self.n, self.n),
+            )
+            t = csr.T.tocsr()
+            t.sort_indices()
+            self._transpose = CSRAdjacency(t.indptr, t.indices, t.data, self.n)
+        return self._transpose
+
+    def matmul(self, x):
+        """``self @ x`` for a CPU float tensor ``x`` [n, d] (no autograd; see :func:`sparse_matmul`).
+
+        Args:
+            x (torch.Tensor): [n, d] float32 or float64 on CPU.
+        """
+        if x.dim() != 2 or x.shape[0] != self.n:
+            raise ValueError(f"expected x of shape [{self.n}, d], got {tuple(x.shape)}")
+        x = x.detach().contiguous()
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        if x.numel() == 0:
+            return out.zero_()
+        xa = x.numpy()
+        run_ranges(
+            kernels.spmm_blocks, len(self.bounds) - 1,
+            self.bounds, self.indptr, self.indices, self.values(xa.dtype), xa, out.numpy(),
+        )
+        return out
+
+
+class _SparseMatmul(torch.autograd.Function):
+    """``adj @ x`` with ``grad_x = adj^T @ grad``; ``adj`` is a constant (no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, adj):
+        ctx.adj = adj
+        return adj.matmul(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.adj.transpose().matmul(grad), None
+
+
+def sparse_matmul(adj, x):
+    """``adj @ x`` with autograd, equal to ``torch.sparse.mm`` within float rounding.
+
+    Args:
+        adj (CSRAdjacency): the matrix.
+        x (torch.Tensor): [n, d] float32 / float64 CPU tensor.
+
+    Returns:
+        torch.Tensor: [n, d], same dtype as ``x``.
+    """
+    if x.device.type != "cpu":
+        raise ValueError("sparse_matmul runs on CPU tensors; use torch.sparse.mm on GPU")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"sparse_matmul needs float32 or float64, got {x.dtype}")
+    return _SparseMatmul.apply(x, adj)
