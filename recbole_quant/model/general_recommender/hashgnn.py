@@ -143,7 +143,7 @@ class HashGNN(QuantizedRecommender):
             self.n_layers = self.int_in_range(config, "n_layers", 0)
             self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
             self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
-            self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers)
+            self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers, config)
             encoded_size = self.embedding_size
         self.user_hash = nn.Linear(encoded_size, self.bits)
         self.item_hash = nn.Linear(encoded_size, self.bits)

@@ -67,7 +67,7 @@ class HQGNN(QuantizedRecommender):
         # define layers and loss
         self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
         self.item_embedding = nn.Embedding(self.n_items, self.latent_dim)
-        self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers)
+        self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers, config)
         self.user_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
         self.item_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
         self._probe_generator = torch.Generator().manual_seed(int(config["seed"]))

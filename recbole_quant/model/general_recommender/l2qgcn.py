@@ -129,7 +129,7 @@ class L2QGCN(QuantizedRecommender):
         # define layers and loss
         self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
         self.item_embedding = nn.Embedding(self.n_items, self.latent_dim)
-        self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers)
+        self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers, config)
         self.binarizer = ScaledSign(self.estimator, self.gamma, self.scale_grad)
         # always present (tau = 1, unused, without tanh_temperature) so that every L2QGCN
         # checkpoint has the same keys
