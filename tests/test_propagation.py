@@ -207,3 +207,27 @@ def test_baseline_switch_is_a_no_op_where_it_does_not_apply(tmp_path):
 
     config, _, _, ngcf = _baseline_pair(tmp_path, "NGCF", node_dropout=0.1)
     assert not apply_fast_propagation(config, ngcf)  # re-sampled adjacency every forward
+
+
+@pytest.mark.parametrize(
+    "model,options",
+    [("HQGNN", {}), ("L2QGCN", {}), ("HashGNN", {"encoder": "lightgcn"})],
+)
+def test_plugin_models_follow_the_flag(tmp_path, model, options):
+    """Each graph encoder of the plugin goes through LightGCNPropagation and honours the key."""
+    data_path = make_toy_benchmark(tmp_path)
+    config = Config(
+        model=model, dataset="toy", config_dict=dict(FAST_RUN, data_path=data_path, **options),
+        cmd_args=[],
+    )
+    _, train_data, _, _ = load_data(config)
+    fast = config.model_class(config, train_data._dataset)
+    config["fast_propagation"] = False
+    slow = config.model_class(config, train_data._dataset)
+    slow.load_state_dict(fast.state_dict())
+    assert fast.propagation.fast and not slow.propagation.fast
+    ego = torch.cat([fast.user_embedding.weight, fast.item_embedding.weight]).detach()
+    layers, layers_ref = fast.propagation(ego), slow.propagation(ego)
+    assert len(layers) == fast.n_layers + 1 >= 2
+    for a, b in zip(layers, layers_ref):
+        assert torch.allclose(a, b, rtol=RTOL, atol=ATOL)
