@@ -27,6 +27,7 @@ import numpy as np
 
 from recbole_quant.errors import CheckpointError, ExportError, QueryError
 from recbole_quant.packed import PackedPredictor, StorageReport
+from recbole_quant.packed.exclusion import history_exclusion
 
 __all__ = ["FORMAT", "ExportSummary", "ExportedCodes", "export_model", "load_export", "to_faiss"]
 
@@ -113,6 +114,11 @@ def export_model(checkpoint_path, out_path, *, expected_model=None, history="tra
     if isinstance(overrides, str):
         overrides = [overrides]
     checkpoint_path = str(checkpoint_path)
+    if os.path.realpath(checkpoint_path) == os.path.realpath(str(out_path)):
+        raise ExportError(
+            f"The output {out_path} is the checkpoint itself: writing it would replace the "
+            "checkpoint. Give another output file, e.g. model.npz."
+        )
     state = load_checkpoint(checkpoint_path, "cpu", expected_model=expected_model)
     config, dataset, train_data, model = _rebuild(state, checkpoint_path, list(overrides))
     predictor = _packed_predictor(model, state["model"])
@@ -244,15 +250,19 @@ def _sha256(array):
 
 def _write(arrays, out_path):
     """Write atomically (temporary file + rename): a crash never leaves half a file."""
+    import tempfile
+
     folder = os.path.dirname(os.path.abspath(out_path))
-    tmp = out_path + ".tmp"
+    tmp = None
     try:
         os.makedirs(folder, exist_ok=True)
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+        # a fresh name in the same folder: never clobbers a user's file, rename stays atomic
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        with os.fdopen(fd, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez_compressed(f, **arrays)
         os.replace(tmp, out_path)
     except OSError as err:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
         raise ExportError(f"Cannot write {out_path}: {err.strerror or err}.") from None
 
@@ -339,6 +349,31 @@ def _verify(arrays, meta, path):
             )
 
 
+def _check_history(indptr, indices, n_users, n_items, path):
+    """The history must be CSR rows of sorted, distinct, in-range item ids per user.
+
+    The digests only prove the arrays are the ones written; a file written by other code
+    with valid digests could still hold rows the exclusion kernels would misread.
+    """
+    if indptr.shape != (n_users + 1,) or indptr[0] != 0 or indptr[-1] != len(indices):
+        raise ExportError(f"{path}: history arrays do not match the users.")
+    if (np.diff(indptr) < 0).any():
+        raise ExportError(f"{path}: history_indptr decreases (not CSR row offsets).")
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
+        raise ExportError(f"{path}: history holds item ids outside 0..{n_items - 1}.")
+    steps = np.diff(indices)
+    row_starts = indptr[1:-1]
+    inside = np.ones(len(steps), bool)
+    inside[row_starts[(row_starts > 0) & (row_starts < len(indices))] - 1] = False
+    bad = np.flatnonzero(inside & (steps <= 0))
+    if len(bad):
+        user = int(np.searchsorted(indptr, bad[0], side="right") - 1)
+        raise ExportError(
+            f"{path}: history row of internal user {user} is not sorted ascending without "
+            "repeats; this file was not written by recbole_quant's export. Re-export it."
+        )
+
+
 class ExportedCodes:
     """An export loaded for serving: packed codes, id maps, history.
 
@@ -370,8 +405,7 @@ class ExportedCodes:
         if "history_indptr" in arrays:
             indptr = arrays["history_indptr"].astype(np.int64)
             indices = arrays["history_indices"].astype(np.int64)
-            if indptr.shape != (self.predictor.n_users + 1,) or indptr[-1] != len(indices):
-                raise ExportError(f"{path}: history arrays do not match the users.")
+            _check_history(indptr, indices, self.predictor.n_users, self.predictor.n_items, path)
             self._history = (indptr, indices)
         self._user_ids = {tok: i for i, tok in enumerate(self.user_tokens.tolist()) if i != PAD_TOKEN_ID}
 
@@ -455,16 +489,11 @@ class ExportedCodes:
         return int(k)
 
     def _exclusion(self, ids, exclude_seen):
-        """CSR rows for the batch: padding item 0, then the history (the rule of ``recbole_quant.evaluation.user_lists``)."""
-        pad = np.zeros(1, np.int64)
+        """CSR rows for the batch: padding item 0, then the history (as in evaluation)."""
         if not exclude_seen or self._history is None:
-            return np.arange(len(ids) + 1, dtype=np.int64), np.zeros(len(ids), np.int64)
+            return history_exclusion([()] * len(ids))
         indptr, indices = self._history
-        rows = [part for u in ids for part in (pad, indices[indptr[u]:indptr[u + 1]])]
-        lengths = indptr[ids + 1] - indptr[ids] + 1
-        batch_indptr = np.zeros(len(ids) + 1, np.int64)
-        np.cumsum(lengths, out=batch_indptr[1:])
-        return batch_indptr, np.concatenate(rows)
+        return history_exclusion([indices[indptr[u]:indptr[u + 1]] for u in ids])
 
     # -- faiss hand-off --------------------------------------------------------------------
     def faiss_queries(self, users) -> np.ndarray:

@@ -8,6 +8,7 @@ download is never attempted.
 """
 
 import os
+import unicodedata
 
 from recbole_quant.errors import DatasetNotFoundError, MalformedDatasetError
 
@@ -48,32 +49,59 @@ def check_dataset_files(config, scan_lines=True):
         check_inter_file(path, config, scan_lines=scan_lines)
 
 
+def describe_char(char):
+    """``'²' (U+00B2 SUPERSCRIPT TWO)``: names characters that look alike or are invisible."""
+    return f"{char!r} (U+{ord(char):04X} {unicodedata.name(char, 'unnamed character')})"
+
+
+def decoded_lines(path, what="save the file as UTF-8"):
+    """``(line number, text)`` of a UTF-8 file; a byte that is not UTF-8 or a byte-order mark
+    is a :class:`MalformedDatasetError` naming the file, the line and the byte."""
+    with open(path, "rb") as f:
+        for line_no, line in enumerate(f, start=1):
+            if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
+                raise MalformedDatasetError(
+                    f"{path}, line 1: starts with a UTF-8 byte-order mark "
+                    f"{describe_char(chr(0xFEFF))}; save the file as UTF-8 without BOM."
+                )
+            try:
+                yield line_no, line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise MalformedDatasetError(
+                    f"{path}, line {line_no}: byte 0x{line[err.start]:02x} is not UTF-8 (a "
+                    f"Latin-1 or other legacy encoding?): {what}."
+                ) from None
+
+
 def check_inter_file(path, config, scan_lines=True):
     """Header must name the user and item columns with RecBole types; rows must match it."""
     sep = config["field_separator"] or "\t"
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n")
-        fields = header.split(sep)
-        names = []
-        for field in fields:
-            name, _, ftype = field.partition(":")
-            if ftype not in FIELD_TYPES:
-                raise MalformedDatasetError(
-                    f"{path}, line 1: header field '{field}' is not 'name:type' with type in "
-                    f"{sorted(FIELD_TYPES)} (RecBole atomic file header, e.g. "
-                    "'user_id:token\\titem_id:token')."
-                )
-            names.append(name)
-        for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
-            if config[key] not in names:
-                raise MalformedDatasetError(
-                    f"{path}, line 1: no '{config[key]}' column in header {names}."
-                )
-        if not scan_lines:
-            return
-        for line_no, line in enumerate(f, start=2):
-            if line.count(sep) != len(fields) - 1:
-                raise MalformedDatasetError(
-                    f"{path}, line {line_no}: {line.count(sep) + 1} fields, the header has "
-                    f"{len(fields)} (separator {sep!r})."
-                )
+    lines = decoded_lines(path)
+    header = next(lines, (1, ""))[1]
+    fields = header.split(sep)
+    names = []
+    for field in fields:
+        name, _, ftype = field.partition(":")
+        if ftype not in FIELD_TYPES:
+            raise MalformedDatasetError(
+                f"{path}, line 1: header field '{field}' is not 'name:type' with type in "
+                f"{sorted(FIELD_TYPES)} (RecBole atomic file header, e.g. "
+                "'user_id:token\\titem_id:token')."
+            )
+        names.append(name)
+    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
+        if config[key] not in names:
+            raise MalformedDatasetError(
+                f"{path}, line 1: no '{config[key]}' column in header {names}."
+            )
+    if not scan_lines:
+        lines.close()
+        return
+    for line_no, line in lines:
+        if not line.strip():
+            continue  # the final newline, blank lines
+        if line.count(sep) != len(fields) - 1:
+            raise MalformedDatasetError(
+                f"{path}, line {line_no}: {line.count(sep) + 1} fields, the header has "
+                f"{len(fields)} (separator {sep!r})."
+            )
