@@ -13,7 +13,12 @@ from recbole_quant import Config
 from recbole_quant.errors import ConfigValueError
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
 from recbole_quant.quick_start import load_data
-from recbole_quant.sparse import CSRAdjacency, fast_propagation_enabled, sparse_matmul
+from recbole_quant.sparse import (
+    CSRAdjacency,
+    fast_propagation_enabled,
+    lightgcn_layer_mean,
+    sparse_matmul,
+)
 from recbole_quant.sparse.baselines import apply_fast_propagation
 
 from conftest import FAST_RUN
@@ -99,6 +104,47 @@ def test_non_symmetric_matrix_uses_its_transpose():
     assert torch.allclose(grad, grad_ref, rtol=RTOL, atol=ATOL)
 
 
+def torch_layer_mean(matrix, ego, n_layers):
+    """The reference: RecBole's LightGCN loop of torch.sparse.mm, then stack and mean."""
+    layers = [ego]
+    for _ in range(n_layers):
+        layers.append(torch.sparse.mm(matrix, layers[-1]))
+    return torch.stack(layers, dim=1).mean(dim=1)
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fused_layer_mean_matches_torch(n_layers, n_threads, threads):
+    torch.set_num_threads(n_threads)
+    matrix, isolated = random_normalized_adjacency(150, 70, 0.04, n_layers)
+    adj = CSRAdjacency.from_torch(matrix)
+    gen = torch.Generator().manual_seed(n_layers)
+    x = torch.randn(matrix.shape[0], 64, generator=gen)
+    # a BPR-like upstream gradient: non-zero on a few rows only
+    weight = torch.zeros(matrix.shape[0], 64)
+    rows = torch.randint(0, matrix.shape[0], (20,), generator=gen)
+    weight[rows] = torch.randn(20, 64, generator=gen)
+    y, grad = forward_and_grad(lambda e: lightgcn_layer_mean(adj, e, n_layers), x, weight)
+    y_ref, grad_ref = forward_and_grad(lambda e: torch_layer_mean(matrix, e, n_layers), x, weight)
+    assert torch.allclose(y, y_ref, rtol=RTOL, atol=ATOL)
+    assert torch.allclose(grad, grad_ref, rtol=RTOL, atol=ATOL)
+    # an isolated node keeps E0 / (L + 1)
+    assert torch.allclose(y[isolated], x[isolated] / (n_layers + 1), rtol=RTOL, atol=ATOL)
+
+
+def test_fused_layer_mean_gradcheck_float64_non_symmetric():
+    rng = np.random.default_rng(7)
+    dense = (rng.random((15, 15)) < 0.2) * rng.standard_normal((15, 15))
+    # values representable in float32: CSRAdjacency stores float32 (the model's precision)
+    matrix = torch.from_numpy(dense.astype(np.float32).astype(np.float64)).to_sparse().coalesce()
+    adj = CSRAdjacency.from_torch(matrix)
+    assert not adj.symmetric
+    x = torch.randn(15, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e: lightgcn_layer_mean(adj, e, 3), (x,))
+    ref = torch_layer_mean(matrix, x, 3)
+    assert torch.allclose(lightgcn_layer_mean(adj, x, 3), ref, rtol=1e-12, atol=1e-12)
+
+
 def test_bad_input_is_refused():
     matrix, _ = random_normalized_adjacency(10, 8, 0.3, 0)
     adj = CSRAdjacency.from_torch(matrix)
@@ -146,6 +192,9 @@ def test_ml100k_lightgcn_propagation_matches_torch(ml100k_adjacency):
 
     layers, grad = run(fast)
     layers_ref, grad_ref = run(slow)
+    mean = fast.layer_mean(ego)
+    assert torch.allclose(mean, torch.stack(layers_ref).mean(dim=0), rtol=RTOL, atol=ATOL)
+    assert torch.allclose(mean, slow.layer_mean(ego), rtol=RTOL, atol=ATOL)
     for y, y_ref in zip(layers, layers_ref):
         assert torch.allclose(y, y_ref, rtol=RTOL, atol=ATOL)
     assert grad.abs().max() > 0

@@ -13,7 +13,12 @@ import scipy.sparse as sp
 import torch
 import torch.nn as nn
 
-from recbole_quant.sparse import CSRAdjacency, fast_propagation_enabled, sparse_matmul
+from recbole_quant.sparse import (
+    CSRAdjacency,
+    fast_propagation_enabled,
+    lightgcn_layer_mean,
+    sparse_matmul,
+)
 
 
 def normalized_adjacency(dataset):
@@ -84,15 +89,33 @@ class LightGCNPropagation(nn.Module):
             list of torch.Tensor: L + 1 tensors [N, d], E(0) .. E(L).
         """
         layers = [ego]
-        if self.fast and ego.device.type == "cpu" and self.n_layers > 0:
-            if self._csr is None:
-                self._csr = CSRAdjacency.from_torch(self.norm_adj)
+        csr = self._fast_csr(ego)
+        if csr is not None:
             for _ in range(self.n_layers):
-                layers.append(sparse_matmul(self._csr, layers[-1]))
+                layers.append(sparse_matmul(csr, layers[-1]))
             return layers
         for _ in range(self.n_layers):
             layers.append(torch.sparse.mm(self.norm_adj, layers[-1]))
         return layers
+
+    def _fast_csr(self, ego):
+        """The CSR copy of ``norm_adj`` when the fast path applies to ``ego``, else None."""
+        if not (self.fast and ego.device.type == "cpu" and self.n_layers > 0):
+            return None
+        if self._csr is None:
+            self._csr = CSRAdjacency.from_torch(self.norm_adj)
+        return self._csr
+
+    def layer_mean(self, ego):
+        """``mean(E(0), .., E(L))`` (LightGCN's final embeddings), [N, d].
+
+        Equals ``torch.stack(self(ego)).mean(0)``; on the fast path the products and the mean
+        are one fused op that never stores the L + 1 layers (less memory traffic per batch).
+        """
+        csr = self._fast_csr(ego)
+        if csr is not None:
+            return lightgcn_layer_mean(csr, ego, self.n_layers)
+        return torch.stack(self(ego), dim=0).mean(dim=0)
 
 
 # ---------------------------------------------------------------------------------------

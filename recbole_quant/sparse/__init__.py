@@ -1,8 +1,9 @@
 """Fast exact CPU propagation for graph recommenders (CSR SpMM in numba, with autograd).
 
 * :mod:`~recbole_quant.sparse.kernels`: the numba kernels;
-* :mod:`~recbole_quant.sparse.propagation`: :class:`CSRAdjacency` and :func:`sparse_matmul`
-  (``torch.sparse.mm`` with the same result, faster on CPU);
+* :mod:`~recbole_quant.sparse.propagation`: :class:`CSRAdjacency`, :func:`sparse_matmul`
+  (``torch.sparse.mm`` with the same result, faster on CPU) and :func:`lightgcn_layer_mean`
+  (LightGCN's whole propagation and layer mean as one fused op);
 * :mod:`~recbole_quant.sparse.baselines`: :func:`~recbole_quant.sparse.baselines.apply_fast_propagation`
   switches it into RecBole's own LightGCN and NGCF (the runner calls it after building a model).
 
@@ -10,9 +11,9 @@ The config key ``fast_propagation`` (default true) turns it on and off for every
 :func:`fast_propagation_enabled` is the one place that reads it.
 """
 from recbole_quant.errors import ConfigValueError
-from recbole_quant.sparse.propagation import CSRAdjacency, sparse_matmul
+from recbole_quant.sparse.propagation import CSRAdjacency, lightgcn_layer_mean, sparse_matmul
 
-__all__ = ["CSRAdjacency", "sparse_matmul", "fast_propagation_enabled"]
+__all__ = ["CSRAdjacency", "sparse_matmul", "lightgcn_layer_mean", "fast_propagation_enabled"]
 
 
 def fast_propagation_enabled(config):

@@ -19,7 +19,12 @@ import types
 
 import torch
 
-from recbole_quant.sparse import CSRAdjacency, fast_propagation_enabled, sparse_matmul
+from recbole_quant.sparse import (
+    CSRAdjacency,
+    fast_propagation_enabled,
+    lightgcn_layer_mean,
+    sparse_matmul,
+)
 
 __all__ = ["apply_fast_propagation"]
 
@@ -65,20 +70,19 @@ def _recbole_class(model):
 
 
 def _lightgcn_forward(csr):
-    """RecBole 1.2.1's ``LightGCN.forward`` with ``torch.sparse.mm`` -> :func:`sparse_matmul`."""
+    """RecBole 1.2.1's ``LightGCN.forward``, its products and layer mean fused (:func:`lightgcn_layer_mean`)."""
 
     def forward(self):
         all_embeddings = self.get_ego_embeddings()
-        embeddings_list = [all_embeddings]
-        on_cpu = all_embeddings.device.type == "cpu"  # moved to GPU later: RecBole's product
-        for _ in range(self.n_layers):
-            if on_cpu:
-                all_embeddings = sparse_matmul(csr, all_embeddings)
-            else:
+        if all_embeddings.device.type == "cpu":
+            # mean over E0 .. EL, fused with the products (RecBole: stack, then mean)
+            lightgcn_all_embeddings = lightgcn_layer_mean(csr, all_embeddings, self.n_layers)
+        else:  # moved to GPU after the switch: RecBole's own code
+            embeddings_list = [all_embeddings]
+            for _ in range(self.n_layers):
                 all_embeddings = torch.sparse.mm(self.norm_adj_matrix, all_embeddings)
-            embeddings_list.append(all_embeddings)
-        lightgcn_all_embeddings = torch.stack(embeddings_list, dim=1)
-        lightgcn_all_embeddings = torch.mean(lightgcn_all_embeddings, dim=1)
+                embeddings_list.append(all_embeddings)
+            lightgcn_all_embeddings = torch.stack(embeddings_list, dim=1).mean(dim=1)
         return torch.split(lightgcn_all_embeddings, [self.n_users, self.n_items])
 
     return forward

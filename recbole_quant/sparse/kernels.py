@@ -97,6 +97,42 @@ def spmm_blocks(b0, b1, bounds, indptr, indices, values, x, out):
 
 
 @njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
+def spmm_combine_blocks(
+    b0, b1, bounds, indptr, indices, values, x, base, base_div, out_div, out, store, product
+):
+    """Fused layer step: ``out[i] = (base[i] / base_div + s_i) / out_div``, ``s_i = (A x)[i]``.
+
+    Also writes ``s_i`` to ``product[i]`` when ``store``. With it, the LightGCN layer mean
+    ``(E0 + .. + EL) / (L + 1)`` is built while the products run (running sum in ``out``,
+    ``out`` may be ``base``: row ``i`` is read before it is written) and its backward
+    ``a <- G / (L + 1) + A^T a`` is one pass per layer -- no stacked copy of the layers.
+    """
+    d = x.shape[1]
+    nnz = len(indices)
+    acc = np.empty(d, dtype=out.dtype)
+    for i in range(bounds[b0], bounds[b1]):
+        for k in range(d):
+            acc[k] = 0
+        for p in range(indptr[i], indptr[i + 1]):
+            ahead = p + PREFETCH_DISTANCE
+            if ahead < nnz:
+                for k in range(0, d, 16):
+                    _prefetch(x, indices[ahead], k)
+            v = values[p]
+            src = x[indices[p]]
+            for k in range(d):
+                acc[k] += v * src[k]
+        if store:
+            prow = product[i]
+            for k in range(d):
+                prow[k] = acc[k]
+        brow = base[i]
+        row = out[i]
+        for k in range(d):
+            row[k] = (brow[k] / base_div + acc[k]) / out_div
+
+
+@njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
 def stream_blocks(b0, b1, bounds, indptr, indices, value_bits, x, out):
     """Memory floor of one SpMM: read the CSR arrays and ``x`` once, write ``out`` once.
 

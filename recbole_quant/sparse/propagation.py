@@ -20,7 +20,7 @@ import torch
 from recbole_quant.packed.threads import run_ranges
 from recbole_quant.sparse import kernels
 
-__all__ = ["CSRAdjacency", "sparse_matmul"]
+__all__ = ["CSRAdjacency", "sparse_matmul", "lightgcn_layer_mean"]
 
 # Blocks per product: enough for run_ranges to hand each of a few threads several pieces
 # of equal work; the cut is computed once per matrix.
@@ -118,6 +118,21 @@ class CSRAdjacency:
         )
         return out
 
+    def combine(self, x, base, base_div, out_div, out, product=None):
+        """``out = (base / base_div + self @ x) / out_div`` (and ``product = self @ x`` if given).
+
+        All [n, d] contiguous CPU tensors of one dtype; ``out`` may be ``base``.
+        """
+        xa = x.numpy()
+        store = product is not None
+        run_ranges(
+            kernels.spmm_combine_blocks, len(self.bounds) - 1,
+            self.bounds, self.indptr, self.indices, self.values(xa.dtype), xa, base.numpy(),
+            float(base_div), float(out_div), out.numpy(), store,
+            (product if store else out).numpy(),
+        )
+        return out
+
 
 class _SparseMatmul(torch.autograd.Function):
     """``adj @ x`` with ``grad_x = adj^T @ grad``; ``adj`` is a constant (no gradient)."""
@@ -147,3 +162,58 @@ def sparse_matmul(adj, x):
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"sparse_matmul needs float32 or float64, got {x.dtype}")
     return _SparseMatmul.apply(x, adj)
+
+
+class _LightGCNLayerMean(torch.autograd.Function):
+    """``(E0 + A E0 + .. + A^L E0) / (L + 1)``; backward by Horner, ``a <- G/(L+1) + A^T a``.
+
+    Nothing is saved for the backward but the matrix: the gradient of a linear map.
+    """
+
+    @staticmethod
+    def forward(ctx, ego, adj, n_layers):
+        ctx.adj, ctx.n_layers = adj, n_layers
+        ego = ego.detach().contiguous()
+        total = ego.clone()  # running sum E0 + .. + El, then the mean
+        buffers = [torch.empty_like(ego), torch.empty_like(ego)] if n_layers > 1 else []
+        layer = ego
+        for step in range(1, n_layers + 1):
+            if step < n_layers:
+                product = buffers[step % 2]  # never the buffer being read
+                adj.combine(layer, total, 1, 1, total, product=product)
+                layer = product
+            else:  # the last layer is only needed inside the mean
+                adj.combine(layer, total, 1, n_layers + 1, total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        adj, n_layers = ctx.adj.transpose(), ctx.n_layers
+        scaled = grad.contiguous() / (n_layers + 1)  # what the mean hands each layer
+        buffers = [torch.empty_like(scaled), torch.empty_like(scaled)]
+        a = scaled
+        for step in range(n_layers):
+            out = buffers[step % 2]
+            adj.combine(a, scaled, 1, 1, out)
+            a = out
+        return a, None, None
+
+
+def lightgcn_layer_mean(adj, ego, n_layers):
+    """LightGCN's final embeddings ``mean(E0, A E0, .., A^L E0)`` in one fused autograd op.
+
+    Equal to ``torch.stack([E0, .., EL]).mean(0)`` with ``El = torch.sparse.mm(A, El-1)``
+    within float rounding, without materialising the stacked layers (forward or backward).
+
+    Args:
+        adj (CSRAdjacency): the normalised adjacency.
+        ego (torch.Tensor): [n, d] float32 / float64 CPU tensor, E0.
+        n_layers (int): L >= 0.
+    """
+    if ego.device.type != "cpu" or ego.dtype not in (torch.float32, torch.float64):
+        raise ValueError("lightgcn_layer_mean needs a float32 / float64 CPU tensor")
+    if ego.dim() != 2 or ego.shape[0] != adj.n:
+        raise ValueError(f"expected ego of shape [{adj.n}, d], got {tuple(ego.shape)}")
+    if n_layers == 0:
+        return ego
+    return _LightGCNLayerMean.apply(ego, adj, int(n_layers))

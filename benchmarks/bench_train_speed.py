@@ -1,0 +1,250 @@
+"""Training speed of RecBole's LightGCN with and without the fast CSR propagation.
+
+One run, on the Gowalla split by default, same batches and hyper-parameters for both:
+
+* **check** first: the fast path's propagation outputs and gradients equal
+  ``torch.sparse.mm``'s (float32 tolerances), and one batch's loss and parameter gradients
+  are equal between the two models; any mismatch exits with status 1 before a speed is printed.
+* **training step** per batch (``zero_grad``, ``calculate_loss``, ``backward``, Adam
+  ``step`` -- RecBole's ``_train_epoch`` body) of RecBole's stock LightGCN and of the same model
+  after :func:`recbole_quant.sparse.baselines.apply_fast_propagation`, timed on the same
+  ``--batches`` pre-drawn batches, in ``--rounds`` interleaved rounds (the order alternates),
+  median per batch over rounds. Seconds per epoch are an **estimate**: (median step + median
+  data-loading time per batch) x batches per epoch; no full epoch is run.
+* **propagation forward + backward** per batch (``n_layers`` products forward, ``n_layers``
+  backward; upstream gradient on every layer's output) for ``torch.sparse.mm`` and the fast
+  path, against a **memory floor** measured in the same rounds: a streaming pass
+  (:func:`recbole_quant.sparse.kernels.stream_blocks`, same threads, same row blocks) that
+  reads the CSR arrays (int64 row pointers, int32 columns, float32 values) and the input
+  matrix once and writes the output matrix once, with no arithmetic to speak of: the least
+  memory traffic any one product must move. Floor per batch = that pass x 2 x n_layers.
+
+The last line is ``train_speedup=<stock s/epoch / fast s/epoch>``.
+
+    python -m recbole_quant.data import-lightgcn ../shared/data/gowalla --name gowalla --out /tmp/rq_data
+    python benchmarks/bench_train_speed.py --data_path /tmp/rq_data
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from recbole_quant import Config  # noqa: E402
+from recbole_quant.errors import RecboleQuantError  # noqa: E402
+from recbole_quant.packed.threads import run_ranges  # noqa: E402
+from recbole_quant.quick_start import load_data  # noqa: E402
+from recbole_quant.sparse import CSRAdjacency, kernels, sparse_matmul  # noqa: E402
+from recbole_quant.sparse.baselines import apply_fast_propagation  # noqa: E402
+
+RTOL, ATOL = 1e-5, 1e-6  # float32, sums of up to a few thousand terms in another order
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset", default="gowalla")
+    p.add_argument("--data_path", default=None, help="folder holding <dataset>/ atomic files")
+    p.add_argument("--batches", type=int, default=6, help="timed batches per model per round")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--n_layers", type=int, default=None, help="default: RecBole LightGCN's (2)")
+    p.add_argument("--train_batch_size", type=int, default=None, help="default: RecBole's (2048)")
+    return p.parse_args()
+
+
+def median_ms(samples):
+    return 1e3 * statistics.median(samples)
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def adam(config, model):
+    """RecBole's default optimizer as its trainer builds it (learner: adam)."""
+    return torch.optim.Adam(
+        model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0
+    )
+
+
+def train_step(model, optimizer, interaction):
+    optimizer.zero_grad()
+    loss = model.calculate_loss(interaction)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def check_equal(stock, fast, csr, batch):
+    """Fast == stock on propagation values/gradients and on one batch's loss/gradients."""
+    x = torch.cat([stock.user_embedding.weight, stock.item_embedding.weight]).detach()
+    upstream = torch.randn_like(x, generator=torch.Generator().manual_seed(0))
+    problems = []
+
+    def value_and_grad(product):
+        e = x.clone().requires_grad_(True)
+        y = product(e)
+        (g,) = torch.autograd.grad((y * upstream).sum(), e)
+        return y.detach(), g
+
+    y_fast, g_fast = value_and_grad(lambda e: sparse_matmul(csr, e))
+    y_ref, g_ref = value_and_grad(lambda e: torch.sparse.mm(stock.norm_adj_matrix, e))
+    for label, a, b in (("propagation output", y_fast, y_ref), ("propagation gradient", g_fast, g_ref)):
+        if not torch.allclose(a, b, rtol=RTOL, atol=ATOL):
+            problems.append(f"{label}: max abs diff {float((a - b).abs().max()):.3g}")
+    grads = []
+    for model in (fast, stock):
+        model.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+        model.zero_grad()
+    (loss_f, grads_f), (loss_s, grads_s) = grads
+    if not torch.allclose(loss_f, loss_s, rtol=RTOL, atol=ATOL):
+        problems.append(f"batch loss {float(loss_f)} != {float(loss_s)}")
+    for a, b in zip(grads_f, grads_s):
+        if not torch.allclose(a, b, rtol=1e-4, atol=ATOL):
+            problems.append(f"parameter gradient: max abs diff {float((a - b).abs().max()):.3g}")
+    return float((y_fast - y_ref).abs().max()), float((g_fast - g_ref).abs().max()), problems
+
+
+def propagation_fwd_bwd(product, x, n_layers, upstream):
+    """``n_layers`` products forward, then backward with ``upstream`` on every layer's output."""
+    e = x.clone().requires_grad_(True)
+    layers, h = [], e
+    for _ in range(n_layers):
+        h = product(h)
+        layers.append(h)
+    torch.autograd.backward(layers, [upstream] * n_layers)
+
+
+def main():
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config_dict = {"show_progress": False, "state": "WARNING", "use_gpu": False}
+    for key in ("data_path", "n_layers", "train_batch_size"):
+        if getattr(args, key) is not None:
+            config_dict[key] = getattr(args, key)
+    try:
+        config = Config(model="LightGCN", dataset=args.dataset, config_dict=config_dict, cmd_args=[])
+        _, train_data, _, _ = load_data(config)
+    except RecboleQuantError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    dataset = train_data._dataset
+    torch.manual_seed(config["seed"])
+    stock = config.model_class(config, dataset)
+    fast = config.model_class(config, dataset)
+    fast.load_state_dict(stock.state_dict())
+    if not apply_fast_propagation(config, fast):
+        print("error: apply_fast_propagation did not switch the fast path in", file=sys.stderr)
+        return 1
+    csr = CSRAdjacency.from_torch(stock.norm_adj_matrix)
+    n_layers, dim = int(config["n_layers"]), int(config["embedding_size"])
+    n_batches = len(train_data)
+    threads = torch.get_num_threads()
+    print(
+        f"{args.dataset}: {dataset.user_num:,} users, {dataset.item_num:,} items (padding "
+        f"included), {csr.n:,} nodes, {csr.nnz:,} adjacency entries; d={dim}, {n_layers} layers, "
+        f"batch {config['train_batch_size']}, {n_batches} batches/epoch; {threads} threads"
+    )
+
+    # batches drawn once (negative sampling included) and replayed to both models;
+    # drawing them is timed per batch: the data loading both models share
+    loader_s, batches = [], []
+    it = iter(train_data)
+    for _ in range(args.batches + 1):
+        start = time.perf_counter()
+        batch = next(it)
+        loader_s.append(time.perf_counter() - start)
+        batches.append(batch)
+    check_batch, batches = batches[0], batches[1:]
+
+    out_diff, grad_diff, problems = check_equal(stock, fast, csr, check_batch)
+    if problems:
+        print("check FAILED: fast path differs from torch.sparse.mm: " + "; ".join(problems))
+        return 1
+    print(
+        f"check: fast propagation == torch.sparse.mm (max abs diff: output {out_diff:.2g}, "
+        f"gradient {grad_diff:.2g}); LightGCN batch loss and gradients equal: ok"
+    )
+
+    # warm-up (numba compile on a cold cache, allocator, Adam state)
+    optimizers = {"stock": adam(config, stock), "fast": adam(config, fast)}
+    models = {"stock": stock, "fast": fast}
+    for name in models:
+        train_step(models[name], optimizers[name], batches[0])
+
+    x = torch.cat([stock.user_embedding.weight, stock.item_embedding.weight]).detach()
+    upstream = torch.randn_like(x)
+    xa, scratch = x.numpy(), np.empty_like(x.numpy())
+    value_bits = csr.values(np.float32).view(np.int32)
+
+    def stream():
+        run_ranges(kernels.stream_blocks, len(csr.bounds) - 1, csr.bounds, csr.indptr,
+                   csr.indices, value_bits, xa, scratch)
+
+    products = {
+        "torch": lambda e: torch.sparse.mm(stock.norm_adj_matrix, e),
+        "fast": lambda e: sparse_matmul(csr, e),
+    }
+    step_s = {name: [] for name in models}
+    prop_s = {name: [] for name in products}
+    floor_s = []
+    stream()
+    for r in range(args.rounds):
+        order = ["stock", "fast"] if r % 2 == 0 else ["fast", "stock"]
+        for name in order:
+            model, opt = models[name], optimizers[name]
+            total = sum(timed(lambda b=b: train_step(model, opt, b)) for b in batches)
+            step_s[name].append(total / len(batches))
+        for name in (order[0] == "stock" and ["torch", "fast"] or ["fast", "torch"]):
+            prop_s[name].append(
+                timed(lambda: propagation_fwd_bwd(products[name], x, n_layers, upstream))
+            )
+        floor_s.append(statistics.median(timed(stream) for _ in range(5)))
+
+    stream_ms = median_ms(floor_s)
+    floor_ms = stream_ms * 2 * n_layers
+    traffic = csr.indptr.nbytes + csr.indices.nbytes + csr.values(np.float32).nbytes + 2 * x.nbytes
+    print(
+        f"floor: streaming pass over one product's arrays ({traffic / 1e6:.1f} MB: CSR "
+        f"{(traffic - 2 * x.nbytes) / 1e6:.1f} MB + x {x.nbytes / 1e6:.1f} MB read + out "
+        f"{x.nbytes / 1e6:.1f} MB written) {stream_ms:.2f} ms = {traffic / stream_ms / 1e6:.1f} GB/s; "
+        f"per batch (2 x {n_layers} products): {floor_ms:.2f} ms"
+    )
+    torch_ms, fast_ms = median_ms(prop_s["torch"]), median_ms(prop_s["fast"])
+    print(
+        f"propagation forward+backward per batch: torch.sparse.mm {torch_ms:.1f} ms, "
+        f"fast {fast_ms:.1f} ms ({torch_ms / fast_ms:.1f}x faster; {fast_ms / floor_ms:.2f}x the floor)"
+    )
+    load_ms = median_ms(loader_s)
+    stock_ms, ours_ms = median_ms(step_s["stock"]), median_ms(step_s["fast"])
+    print(
+        f"training step per batch (median of {args.rounds} interleaved rounds x "
+        f"{len(batches)} batches): RecBole LightGCN {stock_ms:.1f} ms, fast {ours_ms:.1f} ms "
+        f"(of which propagation ~{fast_ms:.1f} ms); data loading {load_ms:.1f} ms per batch (shared)"
+    )
+    stock_epoch = (stock_ms + load_ms) * n_batches / 1e3
+    ours_epoch = (ours_ms + load_ms) * n_batches / 1e3
+    print(
+        f"s/epoch (estimate: (step + loading) x {n_batches} batches): "
+        f"RecBole LightGCN {stock_epoch:.1f} s, fast {ours_epoch:.1f} s"
+    )
+    print(f"train_speedup={stock_epoch / ours_epoch:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
