@@ -69,7 +69,8 @@ def parse_config_value(text):
 
     ``0.01`` -> 0.01, ``1e9`` -> 1e9, ``[10,20]`` -> [10, 20], ``False`` / ``false`` -> False,
     ``None`` / ``~`` -> None, ``"{'split': {'RS': [0.8,0.1,0.1]}}"`` -> a dict (RecBole's
-    single-quoted dicts are YAML flow mappings), anything else stays the string it is.
+    single-quoted dicts are YAML flow mappings), anything else (``[0,inf)``, ``a: b``) stays
+    the string it is.
     Never evaluated: ``__import__('os')...`` is just a string.
     """
     if not isinstance(text, str):
@@ -79,22 +80,11 @@ def parse_config_value(text):
         return None
     try:
         value = yaml.load(stripped, Loader=ConfigYamlLoader)
-    except yaml.YAMLError as err:
-        if stripped[:1] in "[{":
-            raise ConfigValueError(
-                f"Cannot read {text!r} as a list or dict: {_yaml_problem(err)}. "
-                "Write lists as [10,20] and dicts as \"{'key': value}\" (YAML flow style)."
-            ) from None
-        return text
+    except yaml.YAMLError:
+        return text  # e.g. RecBole's intervals '[0,inf)': text, as RecBole's eval left them
     if isinstance(value, (dict, list)) and stripped[:1] not in "[{":
         return text  # 'a: b' or '- a' are block YAML, not a flow value: keep the text
     return value
-
-
-def _yaml_problem(err):
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    mark = getattr(err, "problem_mark", None)
-    return f"{problem} at column {mark.column + 1}" if mark is not None else problem
 
 
 def plugin_property_files(model_name):
