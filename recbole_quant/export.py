@@ -193,7 +193,10 @@ def _rebuild(state, checkpoint_path, overrides):
         saved["data_path"] = os.path.dirname(os.path.normpath(data_path))
     if saved.get("pretrained_checkpoint"):
         saved["pretrained_checkpoint"] = None  # L2QGCN init only; the weights come from state
-    saved.update(use_gpu=False, show_progress=False)
+    # a checkpoint is a file: it must not opt in to unpickling RecBole's dataset caches (or
+    # point them elsewhere), resume training or write caches; the command line still can
+    saved.update(use_gpu=False, show_progress=False, trust_saved_dataset=False, resume=None,
+                 save_dataset=False, save_dataloaders=False)
     config = Config(model=state["model"], dataset=dataset_name, config_dict=saved, cmd_args=overrides)
     # the same seed as training: a random (RS) split comes out identical, so "train" history
     # is the training split the model saw

@@ -99,6 +99,18 @@ def test_saved_dataset_is_written_but_not_read_back_by_default(toy, isolated_cwd
     assert not (isolated_cwd / "PWNED_SAVED").exists()
 
 
+def test_checkpoint_cannot_opt_in_to_unpickling_for_export(trained, isolated_cwd):
+    marker = isolated_cwd / "PWNED_OPT_IN"
+    with open("planted.pkl", "wb") as f:
+        pickle.dump(RunsCode(marker), f)
+    state = load_checkpoint(trained)
+    state["config"].update(trust_saved_dataset=True, dataset_save_path="planted.pkl",
+                           dataloaders_save_path="planted.pkl")
+    save_atomic(state, "opt-in.pth")
+    export_model("opt-in.pth", "out.npz")
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- item 7: export over input
 
 
