@@ -17,6 +17,7 @@ from recbole_quant.sparse import (
     CSRAdjacency,
     fast_propagation_enabled,
     lightgcn_layer_mean,
+    lightgcn_rows,
     sparse_matmul,
 )
 from recbole_quant.sparse.baselines import apply_fast_propagation
@@ -143,6 +144,48 @@ def test_fused_layer_mean_gradcheck_float64_non_symmetric():
     assert torch.autograd.gradcheck(lambda e: lightgcn_layer_mean(adj, e, 3), (x,))
     ref = torch_layer_mean(matrix, x, 3)
     assert torch.allclose(lightgcn_layer_mean(adj, x, 3), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_batch_rows_match_indexing_the_full_mean(n_layers, n_threads, threads):
+    """lightgcn_rows == torch's full propagation, stack, mean, then [rows] (values and grads)."""
+    torch.set_num_threads(n_threads)
+    matrix, isolated = random_normalized_adjacency(150, 70, 0.04, 10 + n_layers)
+    adj = CSRAdjacency.from_torch(matrix)
+    gen = torch.Generator().manual_seed(n_layers)
+    n = matrix.shape[0]
+    # a batch: repeated nodes, and an isolated node among them
+    nodes = torch.cat([torch.randint(0, n, (30,), generator=gen), torch.from_numpy(isolated[:1])])
+    rows, position = torch.unique(nodes, return_inverse=True)
+    x = torch.randn(n, 64, generator=gen)
+    weight = torch.randn(len(nodes), 64, generator=gen)
+
+    def fast(e):
+        return lightgcn_rows(adj, e, n_layers, rows)[position]
+
+    def ref(e):
+        return torch_layer_mean(matrix, e, n_layers)[nodes]
+
+    y, grad = forward_and_grad(fast, x, weight)
+    y_ref, grad_ref = forward_and_grad(ref, x, weight)
+    assert torch.allclose(y, y_ref, rtol=RTOL, atol=ATOL)
+    assert torch.allclose(grad, grad_ref, rtol=RTOL, atol=ATOL)
+    assert grad.abs().sum() > 0
+
+
+def test_batch_rows_gradcheck_float64_non_symmetric():
+    rng = np.random.default_rng(8)
+    dense = (rng.random((15, 15)) < 0.2) * rng.standard_normal((15, 15))
+    matrix = torch.from_numpy(dense.astype(np.float32).astype(np.float64)).to_sparse().coalesce()
+    adj = CSRAdjacency.from_torch(matrix)
+    rows = torch.tensor([1, 4, 5, 11])
+    x = torch.randn(15, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e: lightgcn_rows(adj, e, 2, rows), (x,))
+    ref = torch_layer_mean(matrix, x, 2)[rows]
+    assert torch.allclose(lightgcn_rows(adj, x, 2, rows), ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="sorted"):
+        lightgcn_rows(adj, x, 2, torch.tensor([4, 1]))
 
 
 def test_bad_input_is_refused():

@@ -11,9 +11,20 @@ The config key ``fast_propagation`` (default true) turns it on and off for every
 :func:`fast_propagation_enabled` is the one place that reads it.
 """
 from recbole_quant.errors import ConfigValueError
-from recbole_quant.sparse.propagation import CSRAdjacency, lightgcn_layer_mean, sparse_matmul
+from recbole_quant.sparse.propagation import (
+    CSRAdjacency,
+    lightgcn_layer_mean,
+    lightgcn_rows,
+    sparse_matmul,
+)
 
-__all__ = ["CSRAdjacency", "sparse_matmul", "lightgcn_layer_mean", "fast_propagation_enabled"]
+__all__ = [
+    "CSRAdjacency",
+    "sparse_matmul",
+    "lightgcn_layer_mean",
+    "lightgcn_rows",
+    "fast_propagation_enabled",
+]
 
 
 def fast_propagation_enabled(config):

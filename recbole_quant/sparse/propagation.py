@@ -20,7 +20,7 @@ import torch
 from recbole_quant.packed.threads import run_ranges
 from recbole_quant.sparse import kernels
 
-__all__ = ["CSRAdjacency", "sparse_matmul", "lightgcn_layer_mean"]
+__all__ = ["CSRAdjacency", "sparse_matmul", "lightgcn_layer_mean", "lightgcn_rows"]
 
 # Blocks per product: enough for run_ranges to hand each of a few threads several pieces
 # of equal work; the cut is computed once per matrix.
@@ -115,6 +115,34 @@ class CSRAdjacency:
         run_ranges(
             kernels.spmm_blocks, len(self.bounds) - 1,
             self.bounds, self.indptr, self.indices, self.values(xa.dtype), xa, out.numpy(),
+        )
+        return out
+
+    def neighborhood(self, rows):
+        """Sorted int64 ids of ``rows`` and all their neighbours (columns of their entries)."""
+        mask = np.zeros(self.n, dtype=np.uint8)
+        kernels.mark_neighbors(rows, self.indptr, self.indices, mask)
+        return np.flatnonzero(mask).astype(np.int64)
+
+    def matmul_rows(self, x, rows, out):
+        """``out[rows] = (self @ x)[rows]`` (``rows``: int64 array); other rows untouched."""
+        work = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(self.indptr[rows + 1] - self.indptr[rows] + 1, out=work[1:])
+        bounds = kernels.balanced_bounds(work, 4 * torch.get_num_threads())
+        xa = x.numpy()
+        run_ranges(
+            kernels.spmm_rows_blocks, len(bounds) - 1,
+            bounds, rows, self.indptr, self.indices, self.values(xa.dtype), xa, out.numpy(),
+        )
+        return out
+
+    def scatter_transpose(self, rows, src, out):
+        """``out += self^T @ S`` with ``S`` zero but for ``S[rows[k]] = src[k]`` (``rows`` sorted)."""
+        tasks = kernels.balanced_bounds(self.indptr, 4 * torch.get_num_threads())
+        sa = src.numpy()
+        run_ranges(
+            kernels.scatter_rows_blocks, len(tasks) - 1,
+            tasks, rows, self.indptr, self.indices, self.values(sa.dtype), sa, out.numpy(),
         )
         return out
 
@@ -217,3 +245,76 @@ def lightgcn_layer_mean(adj, ego, n_layers):
     if n_layers == 0:
         return ego
     return _LightGCNLayerMean.apply(ego, adj, int(n_layers))
+
+
+class _LightGCNRows(torch.autograd.Function):
+    """Rows ``R`` of LightGCN's layer mean, computing each layer only where it is needed.
+
+    Forward: ``E_l`` is needed on the ``(L - l)``-hop neighbourhood of ``R`` only (``E_L`` on
+    ``R`` itself). Backward: the upstream gradient is zero off ``R``, so the first Horner step
+    is a scatter over ``R``'s entries (:func:`~recbole_quant.sparse.kernels.scatter_rows_blocks`);
+    the following ones are full products.
+    """
+
+    @staticmethod
+    def forward(ctx, ego, adj, n_layers, rows):
+        ctx.adj, ctx.n_layers = adj, n_layers
+        rows_np = rows.numpy().astype(np.int64, copy=False)
+        ctx.rows_np = rows_np
+        ego = ego.detach().contiguous()
+        # needed[k]: rows where E_(L-k) is needed; needed[0] = R
+        needed = [rows_np]
+        for _ in range(n_layers - 1):
+            needed.append(adj.neighborhood(needed[-1]))
+        picked = [ego[rows]]
+        layer = ego
+        for step in range(1, n_layers + 1):
+            out = torch.empty_like(ego)
+            adj.matmul_rows(layer, needed[n_layers - step], out)
+            picked.append(out[rows])
+            layer = out
+        return torch.stack(picked, dim=0).mean(dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        adj, n_layers, rows_np = ctx.adj, ctx.n_layers, ctx.rows_np
+        scaled_rows = grad.contiguous() / (n_layers + 1)  # what the mean hands each layer
+        rows = torch.from_numpy(rows_np)
+        a = torch.zeros(adj.n, grad.shape[1], dtype=grad.dtype)
+        adj.scatter_transpose(rows_np, scaled_rows, a)
+        a.index_add_(0, rows, scaled_rows)  # a = S + A^T S, S = scaled on R, 0 elsewhere
+        if n_layers > 1:
+            scaled = torch.zeros_like(a)
+            scaled.index_copy_(0, rows, scaled_rows)
+            transposed, nxt = adj.transpose(), torch.empty_like(a)
+            for _ in range(n_layers - 1):
+                transposed.combine(a, scaled, 1, 1, nxt)
+                a, nxt = nxt, a
+        return a, None, None, None
+
+
+def lightgcn_rows(adj, ego, n_layers, rows):
+    """``lightgcn_layer_mean(adj, ego, n_layers)[rows]``, computing only what those rows need.
+
+    For a training batch: BPR reads the final embeddings of the batch's users and items only.
+    Same values and gradient as indexing the full mean, within float rounding.
+
+    Args:
+        adj (CSRAdjacency): the normalised adjacency.
+        ego (torch.Tensor): [n, d] float32 / float64 CPU tensor, E0.
+        n_layers (int): L >= 0.
+        rows (torch.Tensor): sorted distinct int64 row ids (``torch.unique`` of the batch's nodes).
+
+    Returns:
+        torch.Tensor: [len(rows), d].
+    """
+    if ego.device.type != "cpu" or ego.dtype not in (torch.float32, torch.float64):
+        raise ValueError("lightgcn_rows needs a float32 / float64 CPU tensor")
+    if ego.dim() != 2 or ego.shape[0] != adj.n:
+        raise ValueError(f"expected ego of shape [{adj.n}, d], got {tuple(ego.shape)}")
+    rows = rows.to("cpu", torch.int64).contiguous()
+    if rows.numel() and (bool((rows[1:] <= rows[:-1]).any()) or rows[0] < 0 or rows[-1] >= adj.n):
+        raise ValueError("rows must be sorted, distinct and in range (torch.unique)")
+    if n_layers == 0:
+        return ego[rows]
+    return _LightGCNRows.apply(ego, adj, int(n_layers), rows)
