@@ -66,6 +66,9 @@ def main(argv=None):
     except RecboleQuantError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the export is written to a temporary file: nothing half-done
+        print("interrupted.", file=sys.stderr)
+        return 130
     return 0
 
 

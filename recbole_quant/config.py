@@ -133,11 +133,27 @@ def _recbole_known_keys():
     return frozenset(keys)
 
 
+@functools.lru_cache(maxsize=None)
+def _plugin_read_keys():
+    """Keys the plugin's own code reads for every model (e.g. ``fast_propagation``)."""
+    root = os.path.dirname(os.path.realpath(__file__))
+    pattern = re.compile(r"config\[[\"'](\w+)[\"']\]")
+    keys = set()
+    for dirpath, _, files in os.walk(root):
+        if os.sep + "model" + os.sep in dirpath + os.sep:
+            continue  # model-specific keys come from the model's own yaml and source
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(dirpath, name), encoding="utf-8") as f:
+                    keys |= set(pattern.findall(f.read()))
+    return frozenset(keys)
+
+
 def known_keys(model_name, model_class=None):
     """Keys that make sense for ``model_name``: RecBole's, the plugin's, the model's own."""
     import recbole
 
-    keys = set(_recbole_known_keys())
+    keys = set(_recbole_known_keys()) | _plugin_read_keys()
     keys |= {"model", "dataset", "config_files"}
     recbole_model_yaml = os.path.join(
         os.path.dirname(recbole.__file__), "properties", "model", f"{model_name}.yaml"
