@@ -5,8 +5,13 @@
 
 Each model runs through :func:`recbole_quant.quick_start.run_recbole_quant` in turn (so the
 seed, split and evaluation are RecBole's, identical for all). Models with a bit-width option
-(``bit_width_key``, e.g. HQ-GNN's ``bits``) run once per width in ``bits``. A model that fails
-keeps its row with the error; the others still run.
+(``bit_width_key``, e.g. HQ-GNN's ``bits``) run once per width in ``bits``. ``bits`` always
+means bits per coordinate, as in a single run: sign-code models (HashGNN, L2Q-GCN) have one
+bit per coordinate and run once (HashGNN's code length is its own option, ``code_length``).
+A model that fails keeps its row with the error; the others still run.
+
+The reported test metrics follow the configured ``valid_metric`` and ``topk``
+(:func:`reported_metrics`). The terminal shows one line per finished model, then the table.
 
 A model entry may carry its own options after colons, so variants of one model share the
 table: ``HQGNN:grad_estimator=ste``, ``HashGNN:mode=soft``, ``HashGNN:quantize=False``.
@@ -14,12 +19,12 @@ table: ``HQGNN:grad_estimator=ste``, ``HashGNN:mode=soft``, ``HashGNN:quantize=F
 
 import os
 import time
-from logging import getLogger
 
 import yaml
 
 from recbole_quant.errors import ConfigValueError
 from recbole_quant.registry import get_model
+from recbole_quant.report import markdown_table, write_report
 
 
 def parse_model_spec(spec):
@@ -38,7 +43,6 @@ def parse_model_spec(spec):
             )
         overrides[key.strip()] = yaml.safe_load(value)
     return name.strip(), overrides
-from recbole_quant.report import write_report
 
 
 def plan_runs(models, bits=None):
@@ -66,11 +70,30 @@ def plan_runs(models, bits=None):
     return runs
 
 
+def reported_metrics(config):
+    """The test metrics a comparison reports, from the run's ``valid_metric`` and ``topk``.
+
+    Recall and NDCG at the validation cut-off and at the largest ``topk``, plus the
+    validation metric itself: ``valid_metric: Recall@20``, ``topk: [10, 20, 50]`` gives
+    ``recall@20, ndcg@20, recall@50, ndcg@50``; ``topk: [10]`` with ``Recall@10`` gives
+    ``recall@10, ndcg@10``. The first key is the one progress lines and the plot use.
+    """
+    valid = str(config["valid_metric"]).lower()
+    topk = config["topk"]
+    topk = [topk] if isinstance(topk, int) else list(topk)
+    name, _, cutoff = valid.partition("@")
+    cutoffs = [int(cutoff)] if cutoff.isdigit() and int(cutoff) in topk else []
+    cutoffs += [k for k in [max(topk)] if k not in cutoffs]
+    keys = [valid] if "@" in valid else []
+    keys += [f"{m}@{k}" for k in cutoffs for m in ("recall", "ndcg") if f"{m}@{k}" not in keys]
+    return keys
+
+
 def row_from_result(result, overrides, width_key=None):
     """One table row from :func:`run_recbole_quant`'s result."""
     test = result["test_result"] or {}
     config = result["config"]
-    row = {key: test.get(key) for key in ("recall@20", "ndcg@20", "recall@50", "ndcg@50")}
+    row = {key: test.get(key) for key in reported_metrics(config)}
     row.update(
         model=result["model"],
         variant=" ".join(f"{k}={v}" for k, v in overrides.items() if k != width_key),
@@ -127,7 +150,8 @@ def compare(
 
     Returns:
         tuple: ``(rows, paths)``: the table rows (dicts keyed as
-        :data:`recbole_quant.report.COLUMNS`, plus ``quantized``) and the written files
+        :data:`recbole_quant.report.COLUMNS`, the :func:`reported_metrics` of the run's
+        config, and ``quantized``) and the written files
         (``{"table.md": path, "table.csv": path, "tradeoff.png": path}``).
     """
     from recbole_quant.quick_start import run_recbole_quant
@@ -136,8 +160,8 @@ def compare(
     out_dir = out_dir or os.path.join(
         "results", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
-    logger = getLogger()
-    rows, paths = [], {}
+    title = f"{', '.join(models)} on {dataset}"
+    rows, paths, primary = [], {}, None
     for index, (name, overrides) in enumerate(runs, start=1):
         start = time.perf_counter()
         label = name + "".join(f" {k}={v}" for k, v in overrides.items())
@@ -152,7 +176,9 @@ def compare(
                 saved=saved,
             )
             row = row_from_result(result, overrides, width_key)
-            status = f"test recall@20={row['recall@20']:.4f}"
+            primary = primary or reported_metrics(result["config"])[0]
+            value = row.get(primary)
+            status = f"test {primary}=" + ("(not reported)" if value is None else f"{value:.4f}")
         except Exception as err:  # one failing model must not stop the comparison
             row = dict(model=name, variant=" ".join(f"{k}={v}" for k, v in overrides.items()),
                        error=f"{type(err).__name__}: {err}")
@@ -160,13 +186,11 @@ def compare(
                 row["bits"] = overrides[width_key]
             status = f"FAILED ({row['error'].splitlines()[0]})"
         rows.append(row)
-        message = (
-            f"[{index}/{len(runs)}] {label}: {status}, {time.perf_counter() - start:.1f}s"
-        )
-        logger.warning(message)  # WARNING so it shows even with state=WARNING
-        print(message, flush=True)
+        # one line per model on the terminal (RecBole's own log file has the details)
+        print(f"[{index}/{len(runs)}] {label}: {status}, {time.perf_counter() - start:.1f}s", flush=True)
         # rewrite the report after every model: a long comparison that is stopped (or a
         # machine that goes away) keeps the rows finished so far
-        paths = write_report(rows, out_dir, title=f"{', '.join(models)} on {dataset}")
+        paths = write_report(rows, out_dir, title=title, primary=primary)
+    print("\n" + markdown_table(rows), flush=True)
     print(f"report written to {out_dir}: " + ", ".join(paths), flush=True)
     return rows, paths

@@ -12,13 +12,15 @@ it breaks in three places (reproduced in ``docs/compat.md``):
    to build their adjacency. Fix: restore it as a plain dict update (what it did).
 3. torch >= 2.6 loads checkpoints with ``weights_only=True`` and RecBole pickles its whole
    ``Config`` into them, so reloading the best model fails after training. That one is not
-   patched here: :mod:`recbole_quant.trainer` saves checkpoints that load with
+   patched here: :mod:`recbole_quant.checkpoint` writes checkpoints that load with
    ``weights_only=True`` instead (no arbitrary pickle anywhere).
 
-Deprecation noise that RecBole 1.2.1 itself triggers on every run, and that a user can do
-nothing about, is silenced by message (nothing else): torch's ``torch.cuda.amp.GradScaler``
-FutureWarning from RecBole's trainer, pandas' chained-assignment warnings from RecBole's
-dataset code, and torch's ``torch.sparse.FloatTensor`` / ``LongTensor`` constructor warnings.
+Warnings that RecBole 1.2.1 itself triggers on every run, and that a user can do nothing
+about, are silenced by category and message, nothing else (:data:`RECBOLE_NOISE`, seven
+entries, listed in ``docs/compat.md``): torch's ``torch.cuda.amp.GradScaler`` FutureWarning
+from RecBole's trainer, pandas' chained-assignment and copy warnings from RecBole's dataset
+code, torch's non-writable-array and list-of-arrays tensor warnings from RecBole's data code,
+and torch's ``torch.sparse.FloatTensor`` deprecation from RecBole's graph models.
 
 ``recbole.quick_start`` is never imported by this package: it imports ``ray`` (which needs
 ``pkg_resources``, gone from setuptools >= 82). :mod:`recbole_quant.quick_start` replaces it.

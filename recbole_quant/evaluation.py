@@ -1,15 +1,16 @@
 """Fast full-sort evaluation feeding RecBole's own metric classes.
 
 RecBole's ``Collector`` builds, per evaluation batch, a dense ``[B, n_items]`` positives matrix
-just to look up which of the top-k ids are positives; on a Gowalla-size set that costs more
-than scoring (shared/docs/recbole-notes.md: 7.5 s of a 12.8 s evaluation). Two pieces here:
+just to look up which of the top-k ids are positives; on Gowalla dropping it takes a
+LightGCN test evaluation from 40.3 s to 22.4 s (``docs/results/eval.md``, rows (a) and (b)).
+Two pieces here:
 
 * :class:`SparseCollector` -- RecBole's Collector with the ``rec.topk`` / ``rec.items``
   resources built sparsely from the top-k ids and the positive pairs (no dense matrix). The
   result tensor is exactly RecBole's, so Recall, NDCG, Hit, Precision, MRR, MAP... are computed
-  by RecBole's unchanged metric code. With ``deterministic_ties=True`` the top-k follows the
-  packed predictor's tie rule (higher score first, then lower item id) instead of
-  ``torch.topk``'s implementation-defined order.
+  by RecBole's unchanged metric code. With ``deterministic_ties=True`` the top-k is
+  :func:`recbole_quant.packed.dense_topk` (the packed predictor's tie rule: higher score
+  first, then lower item id) instead of ``torch.topk``'s implementation-defined order.
 * :class:`PackedEvalMixin` -- for the plugin's quantized models: per batch of users, the
   predictor's fused top-k (scores never materialised, history and padding item excluded in the
   kernel) gives the top-k ids, which go to :meth:`SparseCollector.collect_topk`.
@@ -24,32 +25,12 @@ from recbole.evaluator import Collector
 from recbole.evaluator.register import metric_information
 from recbole.utils import EvaluatorType
 
+from recbole_quant.packed.dense import dense_topk
+from recbole_quant.packed.exclusion import csr_from_lists, history_exclusion
+
 # Resources the sparse path can produce; anything else (e.g. GAUC's rec.meanrank) needs
 # the whole score matrix, and the collector falls back to RecBole's code.
 TOPK_RESOURCES = ("rec.topk", "rec.items")
-
-
-def deterministic_topk(scores, k):
-    """Top-k ids by (higher score, then lower id), matching the packed kernels' tie rule.
-
-    Args:
-        scores (torch.Tensor): [B, N] float scores (-inf for excluded items).
-        k (int): 1 <= k <= N.
-
-    Returns:
-        torch.Tensor: [B, k] int64 item ids.
-    """
-    values, _ = torch.topk(scores, k, dim=-1)
-    kth = values[:, -1:]
-    above = scores > kth
-    tied = scores == kth
-    need = k - above.sum(dim=1, keepdim=True)  # how many tied items fill the list
-    selected = above | (tied & (tied.cumsum(dim=1) <= need))  # lowest ids among the ties
-    rows, cols = selected.nonzero(as_tuple=True)  # row-major: ids ascending within a row
-    cols = cols.view(len(scores), k)
-    picked = scores.gather(1, cols)
-    order = torch.sort(picked, dim=1, descending=True, stable=True).indices
-    return cols.gather(1, order)
 
 
 def topk_hits(topk_idx, positive_u, positive_i, n_items):
@@ -104,7 +85,7 @@ class SparseCollector(Collector):
             return super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
         k = max(self.topk)
         if self.deterministic_ties:
-            topk_idx = deterministic_topk(scores_tensor, k)
+            _, topk_idx = dense_topk(scores_tensor, k)
         else:
             _, topk_idx = torch.topk(scores_tensor, k, dim=-1)
         self.collect_topk(topk_idx, positive_u, positive_i, scores_tensor.shape[1])
@@ -167,8 +148,9 @@ def user_lists(eval_data):
 
     Built once per full-sort loader from the lists RecBole's ``FullSortEvalDataLoader``
     keeps per user (the loader's own per-batch collate concatenates small tensors user by
-    user; here a batch is two array slices). Excluded items of a row: padding item 0 plus
-    the user's history, sorted ascending (what the fused top-k expects).
+    user; here a batch is two array slices). Excluded items of a row:
+    :func:`recbole_quant.packed.exclusion.history_exclusion` (padding item 0, then the
+    user's history, sorted as the fused top-k expects).
 
     Returns:
         tuple: ``users`` (np.ndarray int64 [U], in the loader's order), ``history`` and
@@ -178,17 +160,8 @@ def user_lists(eval_data):
     if cached is not None:
         return cached
     users = eval_data.uid_list.numpy().astype(np.int64)
-    histories = [
-        np.concatenate([[0], np.sort(eval_data.uid2history_item[u].numpy())]) for u in users
-    ]
-    positives = [eval_data.uid2positive_item[u].numpy() for u in users]
-
-    def csr(lists):
-        indptr = np.zeros(len(lists) + 1, np.int64)
-        np.cumsum([len(x) for x in lists], out=indptr[1:])
-        indices = np.concatenate(lists).astype(np.int64) if lists else np.empty(0, np.int64)
-        return CSRRows(indptr, indices)
-
-    cached = (users, csr(histories), csr(positives))
+    history = history_exclusion([eval_data.uid2history_item[u].numpy() for u in users])
+    positives = csr_from_lists([eval_data.uid2positive_item[u].numpy() for u in users])
+    cached = (users, CSRRows(*history), CSRRows(*positives))
     eval_data._recbole_quant_user_lists = cached
     return cached

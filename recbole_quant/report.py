@@ -1,7 +1,10 @@
 """Side-by-side comparison reports: ``table.md``, ``table.csv`` and ``tradeoff.png``.
 
-One row per trained model (and bit width). Rows are plain dicts with the keys of
-:data:`COLUMNS`; a model that failed keeps its row with ``error`` filled and the numbers empty.
+One row per trained model (and bit width). Rows are plain dicts: the keys of
+:data:`COLUMNS` plus one key per test metric the run reported (``recall@20``, ``ndcg@50``,
+... as RecBole names them; which ones depends on the configured ``topk`` and
+``valid_metric``, see :func:`recbole_quant.compare.reported_metrics`). A model that failed
+keeps its row with ``error`` filled and the numbers empty.
 """
 
 import csv
@@ -9,15 +12,12 @@ import math
 import os
 import textwrap
 
-# (key, header, format) in table order.
+# (key, header, format) of the fixed columns, in table order; the metric columns go after
+# "bits" (see :func:`columns`).
 COLUMNS = (
     ("model", "model", "{}"),
     ("variant", "options", "{}"),
     ("bits", "bits", "{}"),
-    ("recall@20", "Recall@20", "{:.4f}"),
-    ("ndcg@20", "NDCG@20", "{:.4f}"),
-    ("recall@50", "Recall@50", "{:.4f}"),
-    ("ndcg@50", "NDCG@50", "{:.4f}"),
     ("user_bits", "bits/user", "{:,}"),
     ("item_bits", "bits/item", "{:,}"),
     ("code_table_bytes", "code-table bytes", "{:,}"),
@@ -28,9 +28,41 @@ COLUMNS = (
     ("error", "error", "{}"),
 )
 KEYS = tuple(key for key, _, _ in COLUMNS)
-# CSV fields: the table's columns plus whether the row is a quantized model (the plot needs it)
-CSV_KEYS = KEYS + ("quantized",)
+_METRICS_AFTER = "bits"
+# CSV-only fields: whether the row is a quantized model (the plot needs it)
+_EXTRA_KEYS = ("quantized",)
 _INT_KEYS = ("bits", "user_bits", "item_bits", "code_table_bytes", "epochs")
+_TEXT_KEYS = ("model", "variant", "error")
+# RecBole's metric names as its papers and logs capitalise them
+_METRIC_NAMES = {"recall": "Recall", "ndcg": "NDCG", "hit": "Hit", "precision": "Precision",
+                 "mrr": "MRR", "map": "MAP"}
+
+
+def is_metric_key(key):
+    """``recall@20`` and the like: a test metric at a cut-off."""
+    name, sep, cutoff = str(key).partition("@")
+    return bool(sep) and cutoff.isdigit() and name.isidentifier()
+
+
+def metric_header(key):
+    """``recall@20`` -> ``Recall@20``."""
+    name, _, cutoff = key.partition("@")
+    return f"{_METRIC_NAMES.get(name, name)}@{cutoff}"
+
+
+def metric_keys(rows):
+    """The metric keys of ``rows``, in the order they first appear."""
+    keys = []
+    for row in rows:
+        keys += [key for key in row if is_metric_key(key) and key not in keys]
+    return keys
+
+
+def columns(rows):
+    """(key, header, format) of every column of ``rows``: the fixed ones and their metrics."""
+    at = KEYS.index(_METRICS_AFTER) + 1
+    metrics = tuple((key, metric_header(key), "{:.4f}") for key in metric_keys(rows))
+    return COLUMNS[:at] + metrics + COLUMNS[at:]
 
 
 def _cell(value, fmt):
@@ -46,7 +78,7 @@ def markdown_table(rows):
     """The rows as a GitHub markdown table (only columns that some row fills, plus model)."""
     used = [
         (key, header, fmt)
-        for key, header, fmt in COLUMNS
+        for key, header, fmt in columns(rows)
         if key == "model" or any(row.get(key) not in (None, "") for row in rows)
     ]
     lines = [
@@ -60,11 +92,12 @@ def markdown_table(rows):
 
 
 def write_csv(rows, path):
+    fields = [key for key, _, _ in columns(rows)] + list(_EXTRA_KEYS)
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_KEYS), extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: row.get(key, "") for key in CSV_KEYS})
+            writer.writerow({key: row.get(key, "") for key in fields})
 
 
 def read_csv(path):
@@ -74,7 +107,7 @@ def read_csv(path):
         for raw in csv.DictReader(f):
             row = {}
             for key, value in raw.items():
-                if value in ("", None) or key in ("model", "variant", "error"):
+                if value in ("", None) or key in _TEXT_KEYS:
                     row[key] = value if value is not None else ""
                 elif key == "quantized":
                     row[key] = value == "True"
@@ -94,21 +127,33 @@ def merge_reports(csv_paths, out_dir, title=None):
     return write_report(rows, out_dir, title)
 
 
-def plot_tradeoff(rows, path, title=None):
-    """Recall@20 against bytes per item (log axis); full-precision baselines marked apart."""
+def primary_metric(rows, primary=None):
+    """The metric the plot and the progress lines use: ``primary`` if given, else the first."""
+    keys = metric_keys(rows)
+    return primary if primary is not None else (keys[0] if keys else None)
+
+
+def tradeoff_figure(rows, title=None, primary=None):
+    """The trade-off figure: test ``primary`` (default: the first metric column) against
+    bytes per item (log axis); full-precision baselines marked apart, legend right of the axes.
+
+    Returns:
+        matplotlib.figure.Figure (the caller saves and closes it).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [r for r in rows if r.get("recall@20") is not None and r.get("item_bits")]
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    metric = primary_metric(rows, primary)
+    points = [r for r in rows if metric and r.get(metric) not in (None, "") and r.get("item_bits")]
+    fig, ax = plt.subplots(figsize=(8.5, 4.5), dpi=120)
     for row in points:
         x = row["item_bits"] / 8.0
         quantized = row.get("quantized", False)
         ax.scatter(
             [x],
-            [row["recall@20"]],
+            [row[metric]],
             marker="o" if quantized else "s",
             s=60,
             color="tab:blue" if quantized else "tab:red",
@@ -117,25 +162,38 @@ def plot_tradeoff(rows, path, title=None):
         label = row["model"] + (f" {row['bits']}b" if quantized and row.get("bits") else "")
         if row.get("variant"):
             label += f" ({row['variant']})"
-        ax.annotate(label, (x, row["recall@20"]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.annotate(label, (x, row[metric]), textcoords="offset points", xytext=(6, 4), fontsize=8)
     ax.set_xscale("log")
     ax.margins(x=0.25, y=0.08)  # room for the labels right of the last points
     ax.set_xlabel("bytes per item (code + scales; log scale)")
-    ax.set_ylabel("test Recall@20")
+    ax.set_ylabel(f"test {metric_header(metric)}" if metric else "test metric")
     ax.set_title(textwrap.fill(title or "Quality vs item storage", 80), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     handles = [
         plt.Line2D([], [], marker="o", ls="", color="tab:blue", label="quantized (recbole_quant)"),
         plt.Line2D([], [], marker="s", ls="", color="tab:red", label="full precision (float32)"),
     ]
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    # outside the axes: inside, it can cover a point (it hid BPR's in the ml-100k plot)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(rows, path, title=None, primary=None):
+    """Write :func:`tradeoff_figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = tradeoff_figure(rows, title, primary)
     fig.savefig(path)
     plt.close(fig)
 
 
-def write_report(rows, out_dir, title=None):
-    """Write ``table.md``, ``table.csv`` and ``tradeoff.png`` into ``out_dir``; return paths."""
+def write_report(rows, out_dir, title=None, primary=None):
+    """Write ``table.md``, ``table.csv`` and ``tradeoff.png`` into ``out_dir``; return paths.
+
+    ``primary``: the metric key plotted (default: the first metric column).
+    """
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "table.md": os.path.join(out_dir, "table.md"),
@@ -147,7 +205,7 @@ def write_report(rows, out_dir, title=None):
             f.write(f"# {title}\n\n")
         f.write(markdown_table(rows))
     write_csv(rows, paths["table.csv"])
-    plot_tradeoff(rows, paths["tradeoff.png"], title)
+    plot_tradeoff(rows, paths["tradeoff.png"], title, primary)
     return paths
 
 

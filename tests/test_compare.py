@@ -8,7 +8,7 @@ import pytest
 from conftest import FAST_RUN
 from helpers import make_toy_benchmark
 from recbole_quant.cli import main
-from recbole_quant.compare import compare, plan_runs
+from recbole_quant.compare import compare, plan_runs, reported_metrics
 from recbole_quant.errors import ConfigValueError, UnknownModelError
 from recbole_quant.packed import storage_report
 from recbole_quant.report import KEYS
@@ -66,10 +66,61 @@ def test_two_model_comparison_on_tiny_dataset(tmp_path):
     assert set(paths) == {"table.md", "table.csv", "tradeoff.png"}
     with open(paths["table.csv"]) as f:
         table = list(csv.DictReader(f))
-    assert tuple(table[0])[: len(KEYS)] == KEYS and len(table) == 3
+    # topk [10, 20] with valid_metric Recall@20: Recall / NDCG at 20, after the bits column
+    assert tuple(table[0])[:5] == ("model", "variant", "bits", "recall@20", "ndcg@20")
+    assert set(KEYS) < set(table[0]) and len(table) == 3
     header = open(paths["table.md"]).read().splitlines()
     assert any("Recall@20" in line and "bits/item" in line and "vs float32" in line for line in header)
     assert os.path.getsize(paths["tradeoff.png"]) > 5000
+
+
+def test_reported_metrics_follow_valid_metric_and_topk():
+    assert reported_metrics({"valid_metric": "Recall@20", "topk": [10, 20, 50]}) == [
+        "recall@20", "ndcg@20", "recall@50", "ndcg@50"]
+    assert reported_metrics({"valid_metric": "NDCG@10", "topk": [10]}) == ["ndcg@10", "recall@10"]
+    assert reported_metrics({"valid_metric": "MRR@10", "topk": [5, 10, 20]}) == [
+        "mrr@10", "recall@10", "ndcg@10", "recall@20", "ndcg@20"]
+
+
+def test_topk_10_comparison_reports_its_own_cutoff(tmp_path, capsys):
+    data_path = make_toy_benchmark(tmp_path / "data")
+    out = tmp_path / "report"
+    code = main([
+        "--model=HQGNN,BPR", "--dataset=toy", f"--data_path={data_path}", "--epochs=1",
+        "--embedding_size=8", "--topk=[10]", "--valid_metric=NDCG@10", "--show_progress=False",
+        f"--out_dir={out}",
+    ])
+    assert code == 0
+    captured = capsys.readouterr()
+    text, terminal = captured.out, captured.out + captured.err
+    assert "FAILED" not in text and "test ndcg@10=" in text
+    rows = list(csv.DictReader(open(out / "table.csv")))
+    assert [r["model"] for r in rows] == ["HQGNN", "BPR"]
+    for row in rows:
+        assert row["error"] == "" and 0 <= float(row["ndcg@10"]) <= 1 and 0 <= float(row["recall@10"]) <= 1
+        assert "recall@20" not in row
+    table = (out / "table.md").read_text()
+    assert "NDCG@10" in table and "Recall@10" in table and "@20" not in table
+    # the table is printed once, at the end; each model's line once
+    assert terminal.count("| model |") == 1 and terminal.count("[1/2] HQGNN") == 1
+    assert text.index("[2/2] BPR") < text.index("| model |")
+
+
+def test_plot_axis_is_the_primary_metric_and_the_legend_is_outside_the_data():
+    from recbole_quant.report import tradeoff_figure
+
+    rows = [
+        dict(model="HQGNN", bits=1, quantized=True, item_bits=64, **{"ndcg@10": 0.3, "recall@10": 0.2}),
+        dict(model="BPR", bits=32, quantized=False, item_bits=2048, **{"ndcg@10": 0.35, "recall@10": 0.25}),
+    ]
+    fig = tradeoff_figure(rows, primary="ndcg@10")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "test NDCG@10"
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = ax.get_legend().get_window_extent(renderer)
+    assert not legend.overlaps(ax.get_window_extent(renderer))  # never covers a point
+    assert legend.x1 <= fig.bbox.x1  # and stays inside the saved image
 
 
 def test_a_failing_model_keeps_its_row(tmp_path):
@@ -96,6 +147,7 @@ def test_cli_comparison_writes_report(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "[1/3] HQGNN" in text and "[2/3] HQGNN grad_estimator=ste" in text and "[3/3] BPR" in text
+    assert text.count("[3/3] BPR") == 1 and text.count("| HQGNN | grad_estimator=ste |") == 1
     table = (out / "table.md").read_text()
     assert "| HQGNN | grad_estimator=ste | 1 |" in table
     # every run of the process writes its own RecBole log file (not only the first one)

@@ -28,7 +28,7 @@ from recbole_quant.errors import (
     QueryError,
     TrainingDivergedError,
 )
-from recbole_quant.evaluation import deterministic_topk
+from recbole_quant.packed import reference_topk as spec_topk
 from recbole_quant.export import ExportedCodes, export_model, load_export, to_faiss
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quick_start import load_data, run_recbole_quant
@@ -52,7 +52,7 @@ def toy(tmp_path_factory):
         data_path = make_toy_benchmark(root / "data")
         runs = {
             "hq": ("HQGNN", dict(bits=1, embedding_size=64, epochs=1)),
-            "hash": ("HashGNN", dict(mode="soft", bits=32, embedding_size=16, hidden_size=16,
+            "hash": ("HashGNN", dict(mode="soft", code_length=32, embedding_size=16, hidden_size=16,
                                      epochs=1, eval_step=0)),
             "bpr": ("BPR", dict(epochs=1, eval_step=0)),
         }
@@ -94,7 +94,7 @@ def reference_topk(ref, users, k, exclude_history=True):
     if exclude_history:
         for row, user in enumerate(users):
             scores[row, ref["history"][user].indices] = -float("inf")
-    ids = deterministic_topk(scores, k)
+    ids = torch.from_numpy(spec_topk(scores.numpy(), k)[1])  # the tie rule's specification
     tokens = ref["dataset"].field2id_token["item_id"]
     return [
         [[str(tokens[i]), float(s)] for i, s in zip(row_ids.tolist(), scores[r, row_ids].tolist())]

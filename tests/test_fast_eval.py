@@ -7,15 +7,9 @@ from recbole.evaluator import Collector
 from conftest import FAST_RUN
 from recbole_quant import Config
 from recbole_quant.errors import ConfigValueError
-from recbole_quant.evaluation import deterministic_topk, topk_hits, user_lists
+from recbole_quant.evaluation import topk_hits, user_lists
 from recbole_quant.quick_start import load_data
 from recbole_quant.trainer import get_trainer
-
-
-def test_deterministic_topk_breaks_ties_by_lower_id():
-    scores = torch.tensor([[1.0, 3.0, 3.0, 2.0, 3.0, -float("inf")], [0.0, 0.0, 0.0, 0.0, 5.0, 0.0]])
-    assert deterministic_topk(scores, 2).tolist() == [[1, 2], [4, 0]]
-    assert deterministic_topk(scores, 4).tolist() == [[1, 2, 4, 3], [4, 0, 1, 2]]
 
 
 def test_topk_hits_equals_dense_collector_rows():

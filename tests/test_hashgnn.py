@@ -69,7 +69,7 @@ def test_full_sort_equals_float_sign_dot_products(tmp_path):
     scores = model.full_sort_predict({model.USER_ID: users})
     assert scores.dtype == torch.float32 and scores.shape == (model.n_users, model.n_items)
     assert torch.equal(scores, expected)
-    assert torch.equal(scores, scores.round()) and scores.abs().max() <= model.bits
+    assert torch.equal(scores, scores.round()) and scores.abs().max() <= model.code_length
     # a fresh tensor every call: the trainer writes -inf into it in place
     scores[:, 0] = -math.inf
     assert torch.isfinite(model.full_sort_predict({model.USER_ID: users})).all()
@@ -89,8 +89,9 @@ def test_predict_matches_full_sort(tmp_path, mode, quantize):
 
 @pytest.mark.parametrize("mode,quantize", [("hard", True), ("soft", True), ("hard", False)])
 def test_predictor_topk_equals_ranking_full_sort_scores(tmp_path, mode, quantize):
-    # the trainer's packed top-k path and RecBole's standard path rank the same way
-    from recbole_quant.evaluation import deterministic_topk
+    # the trainer's packed top-k path and RecBole's standard path rank the same way: both
+    # equal the reference top-k (the tie rule's specification) of the full-sort scores
+    from recbole_quant.packed import reference_topk
 
     _, model, _ = build(tmp_path, mode=mode, quantize=quantize, soft_candidates=7)
     model.eval()
@@ -102,8 +103,8 @@ def test_predictor_topk_equals_ranking_full_sort_scores(tmp_path, mode, quantize
     indices = history.nonzero()[:, 1].numpy()
     _, ids = model.predictor.topk(users, 10, exclude=(indptr, indices))
     scores = model.full_sort_predict({model.USER_ID: users})
-    scores[history] = -math.inf
-    assert torch.equal(torch.as_tensor(ids), deterministic_topk(scores, 10))
+    _, expected = reference_topk(scores.numpy(), 10, indptr, indices)
+    assert np.array_equal(np.asarray(ids), expected)
 
 
 def test_soft_mode_reranks_hamming_candidates_by_continuous_scores(tmp_path):
@@ -297,7 +298,8 @@ def test_beta_schedule_reaches_one_within_default_budget(tmp_path):
     "override,message",
     [
         ({"encoder": "foo"}, "encoder='foo'"),
-        ({"bits": 0}, "bits=0"),
+        ({"code_length": 0}, "code_length=0"),
+        ({"bits": 0}, "bits=0"),  # the deprecated name is checked the same way
         ({"mode": "fuzzy"}, "mode='fuzzy'"),
         ({"soft_candidates": 0}, "soft_candidates=0"),
         ({"user_neighbors": [10, 0]}, "user_neighbors"),
@@ -308,6 +310,17 @@ def test_beta_schedule_reaches_one_within_default_budget(tmp_path):
 def test_impossible_settings_are_clear_errors(tmp_path, override, message):
     with pytest.raises(ConfigValueError, match=message):
         build(tmp_path, **override)
+
+
+def test_bits_is_a_deprecated_name_of_code_length(tmp_path, caplog):
+    _, model, _ = build(tmp_path, code_length=16)
+    assert model.code_length == 16 and model.user_hash.out_features == 16
+    assert "deprecated" not in caplog.text
+    _, old, _ = build(tmp_path, bits=8)
+    assert old.code_length == 8 and old.user_hash.out_features == 8
+    assert "bits=8 is deprecated, use code_length" in caplog.text
+    old.eval()
+    assert old.storage().item_code_bits == 8  # one bit per coordinate, 8 coordinates
 
 
 # -- end to end ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import torch
 
 from recbole_quant.quantization import (
     ScaledSign,
-    SignSTE,
     TanhSign,
     TemperatureSchedule,
     gaussian_dirac,
@@ -40,7 +39,6 @@ def test_sign_ste_forward_and_identity_gradient():
     upstream = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     assert torch.equal(sign_ste(x), torch.tensor([-1.0, -1.0, 1.0, 1.0, 1.0]))
     assert torch.equal(_grad_of(sign_ste, x, upstream), upstream)
-    assert torch.equal(_grad_of(SignSTE(), x, upstream), upstream)
 
 
 def test_sign_ste_clip_zeroes_gradient_outside():
@@ -49,9 +47,8 @@ def test_sign_ste_clip_zeroes_gradient_outside():
     # |x| > 1 -> 0; |x| == 1 keeps its gradient.
     expected = torch.tensor([0.0, 2.0, 3.0, 4.0, 0.0])
     assert torch.equal(_grad_of(lambda t: sign_ste(t, clip=1.0), x, upstream), expected)
-    assert torch.equal(_grad_of(SignSTE(clip=1.0), x, upstream), expected)
     with pytest.raises(ValueError):
-        SignSTE(clip=0.0)
+        sign_ste(x, clip=0.0)
 
 
 # --------------------------------------------------------------------------- gaussian

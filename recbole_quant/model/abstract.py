@@ -9,14 +9,14 @@ What every quantized model shares and RecBole's ``GeneralRecommender`` lacks:
   after training (:meth:`build_predictor`, per model) and dropped whenever the model goes
   back to training mode, so codes never go stale;
 * ``full_sort_predict`` and ``predict`` answered by that predictor, so both give exactly the
-  packed scores; ``storage()`` reports what the codes cost.
+  packed scores; ``storage()`` reports what the codes cost;
+* options read by ``read_options`` (config only, no dataset) with the checks of
+  :mod:`recbole_quant.model.options`.
 """
 
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
-
-from recbole_quant.errors import ConfigValueError
 
 
 class QuantizedRecommender(GeneralRecommender):
@@ -34,28 +34,20 @@ class QuantizedRecommender(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        # load parameters info: every option checked before any layer is built
+        for name, value in self.read_options(config).items():
+            setattr(self, name, value)
         self._predictor = None
 
-    # -- configuration helpers -------------------------------------------------------------
-    @staticmethod
-    def choice(config, key, allowed):
-        """``config[key]``, checked against ``allowed`` with a clear error."""
-        value = config[key]
-        if value not in allowed:
-            raise ConfigValueError(
-                f"{key}={value!r} is not valid: choose one of {', '.join(map(str, allowed))}."
-            )
-        return value
+    @classmethod
+    def read_options(cls, config):
+        """The model's options from ``config``, checked, as ``{attribute: value}``.
 
-    @staticmethod
-    def int_in_range(config, key, low, high=None):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (
-            high is not None and value > high
-        ):
-            span = f"{low}..{high}" if high is not None else f">= {low}"
-            raise ConfigValueError(f"{key}={value!r} is not valid: an integer in {span}.")
-        return value
+        Each value is read with :mod:`recbole_quant.model.options` (a bad one raises
+        :class:`ConfigValueError`). Needs only the config, so it can run before the dataset
+        loads; ``__init__`` sets the returned attributes.
+        """
+        return {}
 
     # -- packed inference ------------------------------------------------------------------
     def build_predictor(self):

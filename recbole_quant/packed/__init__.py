@@ -6,12 +6,19 @@ Layers, bottom up (a kernel never knows about RecBole):
 * :mod:`.bitops` - popcount and float bit casts for numba
 * :mod:`.kernels` - numba score / fused top-k kernels (tie rule documented there)
 * :mod:`.torch_kernels` - the exact torch matmul path (CUDA)
-* :mod:`.exclusion`, :mod:`.threads` - CSR exclusion lists, thread pool
+* :mod:`.limits` - the accepted code widths (1..8 bits) and ``k``, checked once
+* :mod:`.exclusion`, :mod:`.threads` - CSR exclusion lists (padding item + history), thread pool
+* :mod:`.dense` - :func:`dense_topk`, the tie rule on a score matrix, and the predictors
+  over dense score rows (:class:`FloatPredictor`, :class:`SoftRerankPredictor`)
 * :mod:`.predictor` - :class:`PackedPredictor`, what the models call
 * :mod:`.storage` - :class:`StorageReport`
 * :mod:`.reference` - the reference top-k (specification of the tie rule)
+
+Every predictor the models build lives here: they answer ``score`` / ``topk`` /
+``storage`` alike, so the evaluation and the export never depend on the model kind.
 """
 from .bitpack import pack_planes, pack_signs, unpack_planes, unpack_signs, word_major
+from .dense import FloatPredictor, SoftRerankPredictor, dense_topk
 from .kernels import plane_dot, plane_scores, plane_topk, sign_dot, sign_scores, sign_topk
 from .predictor import PackedPredictor
 from .reference import reference_topk
@@ -19,6 +26,9 @@ from .storage import StorageReport, storage_report
 
 __all__ = [
     "PackedPredictor",
+    "FloatPredictor",
+    "SoftRerankPredictor",
+    "dense_topk",
     "StorageReport",
     "storage_report",
     "pack_signs",

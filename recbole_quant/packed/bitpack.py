@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .limits import check_bits
+
 __all__ = [
     "n_words",
     "pack_signs",
@@ -28,10 +30,7 @@ __all__ = [
     "pack_planes",
     "unpack_planes",
     "word_major",
-    "MAX_BITS",
 ]
-
-MAX_BITS = 8
 
 
 def n_words(d: int) -> int:
@@ -122,15 +121,6 @@ def unpack_signs(words, d: int) -> np.ndarray:
     return (bits.astype(np.int8) * 2 - 1).astype(np.int8)
 
 
-def _check_bits(bits) -> int:
-    if isinstance(bits, (bool, np.bool_)) or int(bits) != bits:
-        raise ValueError(f"bits must be an integer in 1..{MAX_BITS}, got {bits!r}")
-    bits = int(bits)
-    if not 1 <= bits <= MAX_BITS:
-        raise ValueError(f"bits must be in 1..{MAX_BITS}, got {bits}")
-    return bits
-
-
 def pack_planes(k, bits: int) -> np.ndarray:
     """Pack unsigned ``bits``-bit integer codes into bit planes.
 
@@ -147,7 +137,7 @@ def pack_planes(k, bits: int) -> np.ndarray:
     np.ndarray, uint64, shape [N, bits, W]
         Plane ``p`` holds bit ``p`` of every coordinate; tail bits are zero.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     k = _to_numpy(k)
     if k.ndim != 2:
         raise ValueError(f"integer codes must be [N, d], got shape {k.shape}")
@@ -186,7 +176,7 @@ def unpack_planes(planes, d: int) -> np.ndarray:
     planes = _to_numpy(planes)
     if planes.ndim != 3:
         raise ValueError(f"planes must be [N, bits, W], got shape {planes.shape}")
-    _check_bits(planes.shape[1])
+    check_bits(planes.shape[1])
     bits = _unpack_bits(planes, d).astype(np.int64)  # [N, bits, d]
     weights = (np.int64(1) << np.arange(planes.shape[1], dtype=np.int64))[None, :, None]
     return (bits * weights).sum(axis=1)

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["exclusion_csr", "batch_exclusion"]
+__all__ = ["exclusion_csr", "batch_exclusion", "csr_from_lists", "history_exclusion"]
+
+# RecBole's padding item: id 0 is no real item and is never recommended
+PADDING_ITEM = 0
 
 
 def exclusion_csr(n_users: int, indptr=None, indices=None):
@@ -63,3 +66,29 @@ def batch_exclusion(exclude, users: np.ndarray, n_users: int, n_items: int):
     rows = exclude.tocsr()[users]
     rows.sort_indices()
     return exclusion_csr(len(users), rows.indptr, rows.indices)
+
+
+def csr_from_lists(lists):
+    """``(indptr int64 [len + 1], indices int64 [nnz])`` of a sequence of 1-D id arrays."""
+    indptr = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum([len(x) for x in lists], out=indptr[1:])
+    indices = np.concatenate(lists).astype(np.int64) if len(lists) else np.empty(0, np.int64)
+    return indptr, indices
+
+
+def history_exclusion(histories):
+    """Exclusion rows of a batch: the padding item, then the user's history, sorted.
+
+    What full-sort ranking skips for a user, both in evaluation and when serving an export.
+
+    Parameters
+    ----------
+    histories : sequence of 1-D integer arrays, one per user of the batch (any order;
+        empty for a user whose history is not excluded).
+
+    Returns
+    -------
+    (indptr int64 [B + 1], indices int64 [nnz]) ready for the top-k kernels.
+    """
+    pad = np.array([PADDING_ITEM], np.int64)
+    return csr_from_lists([np.concatenate([pad, np.sort(np.asarray(h, np.int64))]) for h in histories])

@@ -83,6 +83,7 @@ from .blocks import (
     plane_bound_params,
 )
 from .exclusion import exclusion_csr
+from .limits import check_bits, check_k
 from .heap import kth_largest, offer_block, sift_down
 from .passes import CHUNK, PLANE, SIGN, SIGN_INT, plane_dot_chunk, score, xor_popcount_chunk, z_chunk
 from .threads import run_ranges
@@ -276,7 +277,8 @@ def _plane_args(user_planes, item_planes_t, user_bits, item_bits):
     au = _u64(user_planes, "user_planes")
     bi_t = _u64(item_planes_t, "item_planes_t")
     pu, pi = int(user_bits), int(item_bits)
-    if not (1 <= pu <= 8 and 1 <= pi <= 8) or au.shape[1] % pu or bi_t.shape[0] % pi:
+    pu, pi = check_bits(pu, "user_bits"), check_bits(pi, "item_bits")
+    if au.shape[1] % pu or bi_t.shape[0] % pi:
         raise ValueError("plane counts do not match the bit widths")
     if au.shape[1] // pu != bi_t.shape[0] // pi:
         raise ValueError("users and items have different words per plane")
@@ -287,12 +289,6 @@ def plane_dot_fits_int32(n_words, user_bits, item_bits):
     """Whether every plane dot product K fits in int32 (enables a faster conversion)."""
     return 64 * n_words * ((1 << user_bits) - 1) * ((1 << item_bits) - 1) < 2**31
 
-
-def check_k(k):
-    """Validate ``k`` (a positive integer) and return it as int."""
-    if isinstance(k, (bool, np.bool_)) or int(k) != k or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
 
 
 _NO_SCALES = np.zeros((0, 0))

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from . import kernels, torch_kernels
-from .bitpack import MAX_BITS, n_words, pack_planes, pack_signs, unpack_planes, word_major
+from .bitpack import n_words, pack_planes, pack_signs, unpack_planes, word_major
+from .dense import dense_topk
 from .exclusion import batch_exclusion
+from .limits import check_bits, check_k
 from .storage import StorageReport, storage_report
 
 __all__ = ["PackedPredictor"]
@@ -181,9 +183,7 @@ class PackedPredictor:
         so top-k scores equal :meth:`score`).
         """
         item_bits = bits if item_bits is None else item_bits
-        for b in (bits, item_bits):
-            if isinstance(b, bool) or int(b) != b or not 1 <= b <= MAX_BITS:
-                raise ValueError(f"bits must be integers in 1..{MAX_BITS}, got {b!r}")
+        bits, item_bits = check_bits(bits), check_bits(item_bits, "item_bits")
         device = _device_of(user_codes, item_codes)
         up, ip = pack_planes(user_codes, bits), pack_planes(item_codes, item_bits)
         d = user_codes.shape[1]
@@ -261,8 +261,10 @@ class PackedPredictor:
             raise ValueError(f"dim and groups must be >= 1, got dim={dim}, groups={groups}")
         if kind == "sign" and (ub, ib) != (1, 1):
             raise ValueError(f"sign codes have 1 bit per coordinate, got {ub}/{ib}")
-        if kind == "uniform" and (groups != 1 or not (1 <= ub <= MAX_BITS and 1 <= ib <= MAX_BITS)):
-            raise ValueError(f"uniform codes need groups=1 and bits in 1..{MAX_BITS}")
+        if kind == "uniform":
+            if groups != 1:
+                raise ValueError(f"uniform codes have groups=1, got {groups}")
+            ub, ib = check_bits(ub, "user_bits"), check_bits(ib, "item_bits")
         w = n_words(dim)
         words = {}
         for side, b in (("user", ub), ("item", ib)):
@@ -391,11 +393,11 @@ class PackedPredictor:
         scores : torch.Tensor float32 [B, k]
         item_ids : torch.Tensor int64 [B, k]
         """
-        k = kernels.check_k(k)
+        k = check_k(k)
         users = self._users(user_index)
         indptr, indices = batch_exclusion(exclude, users, self._n_users, self._n_items)
         if self._backend == "torch":
-            return torch_kernels.topk_from_scores(self._torch_scores(users), k, indptr, indices)
+            return dense_topk(self._torch_scores(users), k, indptr, indices)
         s, i = kernels.run_topk(
             self._topk_kind, self._user_words[users], self._item_words_t, self._groups,
             self._dim, self._su[users], self._si_t, self._user_bits, self._item_bits,

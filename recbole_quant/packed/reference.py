@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .limits import check_k
+
 __all__ = ["reference_topk"]
 
 
@@ -26,9 +28,7 @@ def reference_topk(scores, k, exclude_indptr=None, exclude_indices=None):
     """
     scores = np.asarray(scores, dtype=np.float32)
     n_users, n_items = scores.shape
-    if int(k) != k or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = int(k)
+    k = check_k(k)
     out_s = np.full((n_users, k), -np.inf, np.float32)
     out_i = np.full((n_users, k), -1, np.int64)
     for u in range(n_users):

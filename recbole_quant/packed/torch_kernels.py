@@ -15,8 +15,8 @@ operations and order of :mod:`.kernels`, in float64::
 
     score = float32((mult * raw + bias[i]) + c[u]) + 0.0
 
-so this path returns the same bits as the numba kernels. Top-k is a stable
-descending sort (ties: lower item id first), padded with -inf / -1.
+so this path returns the same bits as the numba kernels. Its top-k ranks that
+score matrix with :func:`.dense.dense_topk` (the kernels' tie rule).
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ __all__ = [
     "planes_to_device",
     "sign_scores",
     "plane_scores",
-    "topk_from_scores",
 ]
 
 _F32_EXACT = 2**24
@@ -95,40 +94,3 @@ def plane_scores(ku: torch.Tensor, ki: torch.Tensor, mult: float, bias: torch.Te
     """Scores from unsigned integer codes ``ku [B, d]``, ``ki [N, d]``: float32 [B, N]."""
     raw = (ku @ ki.T).to(torch.float64)
     return _affine(raw, mult, bias, ucons)
-
-
-def topk_from_scores(scores: torch.Tensor, k: int, indptr: np.ndarray, indices: np.ndarray):
-    """Top-k of a score matrix with the kernels' tie rule and padding.
-
-    Parameters
-    ----------
-    scores : float32 [B, N] (overwritten: excluded entries become -inf)
-    k : int > 0
-    indptr : int64 [B + 1]; indices : int64 [nnz], sorted within rows
-
-    Returns
-    -------
-    top_scores : float32 [B, k], top_ids : int64 [B, k] (same device as scores)
-    """
-    n_users, n_items = scores.shape
-    rows = np.repeat(np.arange(n_users), np.diff(indptr))
-    ok = (indices >= 0) & (indices < n_items)
-    rows, cols = rows[ok], indices[ok]
-    # distinct excluded ids per row (rows are sorted, so duplicates are adjacent)
-    first = np.ones(rows.size, bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    n_valid = n_items - np.bincount(rows[first], minlength=n_users)
-    if rows.size:
-        dev = scores.device
-        scores[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)] = -torch.inf
-    top_s, top_i = torch.sort(scores, dim=1, descending=True, stable=True)
-    take = min(k, n_items)
-    out_s = torch.full((n_users, k), -torch.inf, dtype=torch.float32, device=scores.device)
-    out_i = torch.full((n_users, k), -1, dtype=torch.int64, device=scores.device)
-    out_s[:, :take] = top_s[:, :take]
-    out_i[:, :take] = top_i[:, :take]
-    # positions past the eligible items hold excluded (-inf) entries: pad them
-    pad = torch.arange(k, device=scores.device)[None, :] >= torch.from_numpy(n_valid).to(scores.device)[:, None]
-    out_s[pad] = -torch.inf
-    out_i[pad] = -1
-    return out_s, out_i

@@ -1,7 +1,6 @@
 """Quantisers, gradient estimators, schedules and the Hessian-trace utility.
 
-Layers (``nn.Module``): :class:`SignSTE`, :class:`UniformQuantizer`, :class:`ScaledSign`,
-:class:`TanhSign`. Functional forms and ``autograd.Function`` classes live in
+Layers (``nn.Module``): :class:`UniformQuantizer`, :class:`ScaledSign`, :class:`TanhSign`. Functional forms and ``autograd.Function`` classes live in
 :mod:`.estimators`; epoch schedules in :mod:`.schedules`; the Hessian-aware ``delta`` of
 HQ-GNN's GSTE in :mod:`.hessian`. Nothing here knows about RecBole.
 """
@@ -17,7 +16,6 @@ from .estimators import (
     hard_sign,
     round_gste,
     round_half_up,
-    round_ste,
     scaled_sign,
     sign_gaussian,
     sign_ste,
@@ -30,12 +28,11 @@ from .hessian import (
     hessian_statistics,
     hutchinson_trace,
 )
-from .quantizers import ScaledSign, SignSTE, TanhSign, UniformQuantizer, normalize_to_unit
+from .quantizers import ScaledSign, TanhSign, UniformQuantizer, normalize_to_unit
 from .schedules import BetaSchedule, TemperatureSchedule
 
 __all__ = [
     # layers
-    "SignSTE",
     "UniformQuantizer",
     "ScaledSign",
     "TanhSign",
@@ -45,7 +42,6 @@ __all__ = [
     "sign_gaussian",
     "gaussian_dirac",
     "round_half_up",
-    "round_ste",
     "round_gste",
     "normalize_to_unit",
     "scaled_sign",

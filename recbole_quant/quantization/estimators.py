@@ -8,7 +8,7 @@ functional entry points (``torch.autograd.Function.apply`` takes no keyword argu
 Conventions shared by all functions:
 
 * ``sign`` maps ``x >= 0`` to ``+1`` and ``x < 0`` to ``-1``: ``torch.sign(0) = 0`` would be
-  a third code value (methods.md section 6). NaN maps to ``-1``.
+  a third code value. NaN maps to ``-1``.
 * Sign codes keep the input's floating dtype, so they can be multiplied with scales directly.
 
 References: HashGNN (Tan et al., WWW 2020) for the identity STE and guided STE,
@@ -29,7 +29,6 @@ __all__ = [
     "sign_gaussian",
     "gaussian_dirac",
     "round_half_up",
-    "round_ste",
     "round_gste",
     "ScaledSignOutput",
     "scaled_sign",
@@ -239,11 +238,6 @@ def round_gste(x_tilde: torch.Tensor, levels: int, delta: float = 0.0) -> torch.
     if not (delta >= 0.0 and math.isfinite(delta)):
         raise ValueError(f"delta must be a finite float >= 0, got {delta!r}")
     return RoundGSTEFunction.apply(x_tilde, _check_levels(levels), delta)
-
-
-def round_ste(x_tilde: torch.Tensor, levels: int) -> torch.Tensor:
-    """:func:`round_gste` with ``delta = 0``: rounding with an identity gradient."""
-    return RoundGSTEFunction.apply(x_tilde, _check_levels(levels), 0.0)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Hessian-trace estimation and the Hessian-aware GSTE strength ``delta`` (HQ-GNN).
 
-methods.md section 2 [reconstructed]: ``delta = (Tr(H) / N) / (3 std(g))``, clipped at 0,
+HQ-GNN's paper says the estimator uses a Hessian term; the formula here is this project's
+reconstruction (``docs/models.md``): ``delta = (Tr(H) / N) / (3 std(g))``, clipped at 0,
 with ``H = d2L / dx^2`` and ``g = dL / dx`` for the quantised embedding ``x``, ``N`` its
 number of elements. ``Tr(H)`` comes from Hutchinson's estimator, the mean of ``v^T H v``
 over Rademacher vectors ``v``; each ``H v`` is a double backward w.r.t. ``x`` only.
@@ -9,28 +10,14 @@ Averaged over a few mini-batches, refreshed every few epochs, constant in betwee
 Units: the GSTE scales the gradient at the unit-grid value ``x^ = k / (2^b - 1)``, so
 ``H`` and ``g`` should be taken w.r.t. ``x^`` (``UniformQuantizer.grid_values`` /
 ``from_unit``); w.r.t. the dequantised ``e^ = l + (u - l) x^`` the same formula gives
-``delta / (u - l)``. Nothing here enforces either: the caller picks ``x``.
-
-Typical trainer hook::
-
-    estimator = HessianDeltaEstimator(n_probes=1, n_batches=3, refresh_every=10)
-    ...
-    for batch_idx, batch in enumerate(loader):          # in epoch `epoch`
-        if estimator.due(epoch):
-            e = model.final_embeddings(batch).detach()     # continuous, before quantising
-            x_hat = quantizer.grid_values(e).requires_grad_(True)  # unit grid, [0, 1]
-            estimator.observe(
-                lambda xh: model.loss_on(quantizer.from_unit(xh), batch), x_hat, gen
-            )
-            if estimator.ready:
-                quantizer.set_delta(estimator.refresh(epoch))
-        ...  # ordinary training step
+``delta / (u - l)``. Nothing here enforces either: the caller picks ``x``. How HQ-GNN calls
+this (which batches, which side, how often): ``HQGNN._refresh_delta``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
@@ -173,139 +160,39 @@ def gste_delta(trace: float, n_elements: int, grad_std: float) -> float:
 
 
 class HessianDeltaEstimator:
-    """Keeps ``delta`` and its refresh schedule: accumulate a few batches, then refresh.
+    """Averages a few batches' curvature statistics into one GSTE ``delta``.
 
-    ``delta = max(0, mean_b(trace_b / N_b) / (3 mean_b(grad_std_b)))`` over the
-    ``n_batches`` observed batches (per-batch quantities averaged first, then combined).
-
-    Parameters
-    ----------
-    n_probes : int, >= 1
-        Rademacher probes per batch.
-    n_batches : int, >= 1
-        Batches averaged per refresh.
-    refresh_every : int, >= 1
-        Refresh at epochs ``0, refresh_every, 2 refresh_every, ...``.
-
-    Attributes
-    ----------
-    delta : float
-        Current GSTE strength (0 until the first refresh).
-    last_refresh_epoch : int or None
+    ``delta = max(0, mean_b(trace_b / N_b) / (3 mean_b(grad_std_b)))`` over the batches
+    accumulated since the last :meth:`refresh` (per-batch quantities averaged first, then
+    combined). When to refresh is the model's business (HQ-GNN: ``hessian_refresh``).
     """
 
-    def __init__(self, n_probes: int = 1, n_batches: int = 3, refresh_every: int = 10):
-        for name, value in (("n_probes", n_probes), ("n_batches", n_batches), ("refresh_every", refresh_every)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        self.n_probes = int(n_probes)
-        self.n_batches = int(n_batches)
-        self.refresh_every = int(refresh_every)
-        self.delta = 0.0
-        self.last_refresh_epoch: Optional[int] = None
-        self.reset()
-
-    # --------------------------------------------------------------------- schedule
-    def due(self, epoch: int) -> bool:
-        """True if ``epoch % refresh_every == 0`` and no refresh happened in this epoch yet.
-
-        The second condition lets a trainer call ``due`` on every batch: it turns False
-        as soon as :meth:`refresh` ran for this epoch.
-        """
-        return epoch % self.refresh_every == 0 and self.last_refresh_epoch != epoch
+    def __init__(self):
+        self._sum_trace_per_element = 0.0
+        self._sum_grad_std = 0.0
+        self._batches_seen = 0
 
     @property
     def pending_batches(self) -> int:
         """Batches accumulated since the last refresh."""
         return self._batches_seen
 
-    @property
-    def ready(self) -> bool:
-        """True once ``n_batches`` batches are accumulated."""
-        return self._batches_seen >= self.n_batches
-
-    # --------------------------------------------------------------------- accumulation
-    def reset(self) -> None:
-        """Drop the accumulated batches (``delta`` is kept)."""
-        self._sum_trace_per_element = 0.0
-        self._sum_grad_std = 0.0
-        self._batches_seen = 0
-
-    def accumulate(self, trace: float, n_elements: int, grad_std: float) -> bool:
-        """Add one batch's statistics; returns :attr:`ready`."""
+    def accumulate(self, trace: float, n_elements: int, grad_std: float) -> None:
+        """Add one batch's statistics (the fields of :class:`HessianStats`)."""
         if isinstance(n_elements, bool) or int(n_elements) != n_elements or n_elements < 1:
             raise ValueError(f"n_elements must be an int >= 1, got {n_elements!r}")
         self._sum_trace_per_element += float(trace) / int(n_elements)
         self._sum_grad_std += float(grad_std)
         self._batches_seen += 1
-        return self.ready
 
-    def observe(
-        self,
-        loss_fn: Callable[[torch.Tensor], torch.Tensor],
-        x: torch.Tensor,
-        generator: Optional[torch.Generator] = None,
-    ) -> bool:
-        """Compute :func:`hessian_statistics` for one batch and accumulate; returns :attr:`ready`."""
-        stats = hessian_statistics(loss_fn, x, self.n_probes, generator)
-        return self.accumulate(*stats)
-
-    def refresh(self, epoch: Optional[int] = None) -> float:
-        """Turn the accumulated batches into a new ``delta``, reset, and return it.
-
-        Parameters
-        ----------
-        epoch : int, optional
-            Recorded as :attr:`last_refresh_epoch` (used by :meth:`due`).
-
-        Returns
-        -------
-        float
-            The new delta (>= 0).
-        """
+    def refresh(self) -> float:
+        """The ``delta`` (finite, >= 0) of the accumulated batches; starts a new average."""
         if self._batches_seen == 0:
             raise RuntimeError("refresh() called before any batch was accumulated")
-        mean_trace_per_element = self._sum_trace_per_element / self._batches_seen
-        mean_grad_std = self._sum_grad_std / self._batches_seen
-        self.delta = gste_delta(mean_trace_per_element, 1, mean_grad_std)
-        self.last_refresh_epoch = epoch
-        self.reset()
-        return self.delta
-
-    # --------------------------------------------------------------------- checkpointing
-    def state_dict(self) -> Dict[str, Union[int, float, None]]:
-        """Plain-Python state (ints / floats / None), safe for ``torch.load(weights_only=True)``."""
-        return {
-            "n_probes": self.n_probes,
-            "n_batches": self.n_batches,
-            "refresh_every": self.refresh_every,
-            "delta": self.delta,
-            "last_refresh_epoch": self.last_refresh_epoch,
-            "sum_trace_per_element": self._sum_trace_per_element,
-            "sum_grad_std": self._sum_grad_std,
-            "batches_seen": self._batches_seen,
-        }
-
-    def load_state_dict(self, state: Dict[str, Union[int, float, None]]) -> None:
-        """Restore :meth:`state_dict` output (configuration included)."""
-        missing = set(self.state_dict()) - set(state)
-        if missing:
-            raise KeyError(f"HessianDeltaEstimator state is missing {sorted(missing)}")
-        restored = HessianDeltaEstimator(state["n_probes"], state["n_batches"], state["refresh_every"])
-        self.n_probes, self.n_batches, self.refresh_every = (
-            restored.n_probes,
-            restored.n_batches,
-            restored.refresh_every,
+        delta = gste_delta(
+            self._sum_trace_per_element / self._batches_seen,
+            1,
+            self._sum_grad_std / self._batches_seen,
         )
-        self.delta = float(state["delta"])
-        last = state["last_refresh_epoch"]
-        self.last_refresh_epoch = None if last is None else int(last)
-        self._sum_trace_per_element = float(state["sum_trace_per_element"])
-        self._sum_grad_std = float(state["sum_grad_std"])
-        self._batches_seen = int(state["batches_seen"])
-
-    def __repr__(self) -> str:
-        return (
-            f"HessianDeltaEstimator(n_probes={self.n_probes}, n_batches={self.n_batches}, "
-            f"refresh_every={self.refresh_every}, delta={self.delta:g})"
-        )
+        self.__init__()
+        return delta

@@ -1,10 +1,9 @@
 """Quantiser layers: small ``nn.Module`` wrappers around :mod:`.estimators`.
 
-* :class:`SignSTE` - sign with a straight-through gradient (HashGNN hash codes).
 * :class:`UniformQuantizer` - b-bit uniform quantiser with a learnable range and the
-  Hessian-aware GSTE backward (HQ-GNN, methods.md section 2).
+  Hessian-aware GSTE backward (HQ-GNN, see ``docs/models.md``).
 * :class:`ScaledSign` - ``alpha * sign(x)`` per row with the STE or Gaussian estimator
-  (L2Q-GCN / L2Q-GCN-anl, methods.md section 4).
+  (L2Q-GCN / L2Q-GCN-anl, see ``docs/models.md``).
 * :class:`TanhSign` - ``tanh(tau x)`` in training, hard sign in eval (the
   ``tanh_temperature`` annealing reading of L2Q-GCN-anl).
 """
@@ -17,47 +16,19 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
+from recbole_quant.packed.limits import check_bits
+
 from .estimators import (
     ScaledSignOutput,
     hard_sign,
     round_gste,
     round_half_up,
     scaled_sign,
-    sign_ste,
     tanh_relax,
 )
 from .schedules import TemperatureSchedule
 
-__all__ = ["SignSTE", "UniformQuantizer", "ScaledSign", "TanhSign", "normalize_to_unit"]
-
-MIN_BITS = 1
-MAX_BITS = 8
-
-
-class SignSTE(nn.Module):
-    """Sign (``x >= 0 -> +1``) with a straight-through gradient.
-
-    Parameters
-    ----------
-    clip : float or None
-        Zero the gradient where ``|x| > clip``; ``None`` = identity gradient everywhere.
-
-    Shapes
-    ------
-    ``[...] -> [...]``, same dtype.
-    """
-
-    def __init__(self, clip: Optional[float] = None):
-        super().__init__()
-        if clip is not None and not clip > 0:
-            raise ValueError(f"clip must be > 0 or None, got {clip!r}")
-        self.clip = None if clip is None else float(clip)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sign_ste(x, self.clip)
-
-    def extra_repr(self) -> str:
-        return f"clip={self.clip}"
+__all__ = ["UniformQuantizer", "ScaledSign", "TanhSign", "normalize_to_unit"]
 
 
 def normalize_to_unit(e: torch.Tensor, lower: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
@@ -80,7 +51,7 @@ def normalize_to_unit(e: torch.Tensor, lower: torch.Tensor, width: torch.Tensor)
 class UniformQuantizer(nn.Module):
     """b-bit uniform quantiser with a learnable range ``[l, u]`` and the GSTE backward.
 
-    Forward (methods.md section 2)::
+    Forward (HQ-GNN as reconstructed in ``docs/models.md``)::
 
         x~ = clip((e - l) / (u - l), 0, 1)
         k  = floor(x~ (2^b - 1) + 0.5)          # ties up, so b=1, l=-u maps 0 -> +u
@@ -138,8 +109,7 @@ class UniformQuantizer(nn.Module):
         init_upper: float = 1.0,
     ):
         super().__init__()
-        if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-            raise ValueError(f"bits must be an int in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
+        bits = check_bits(bits)
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std!r}")
         if not min_width > 0:

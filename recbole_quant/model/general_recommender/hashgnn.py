@@ -28,7 +28,7 @@ mean over all neighbours, or a fixed-seed sample), then a predictor built once
 trainer's packed top-k:
 
 * ``mode: hard`` -- Hamming ranking by a :class:`recbole_quant.packed.PackedPredictor`:
-  ``score = <sign(z_u), sign(z_i)>`` (an integer in [-bits, bits]).
+  ``score = <sign(z_u), sign(z_i)>`` (an integer in [-K, K], K = ``code_length``).
 * ``mode: soft`` -- the ``soft_candidates`` best items by Hamming score are re-ranked by the
   continuous ``<z_u, z_i>`` (HashGNN_s, :class:`SoftRerankPredictor`).
 * ``quantize: False`` -- the continuous counterpart: same network and losses without codes,
@@ -38,14 +38,15 @@ trainer's packed top-k:
 import math
 from logging import getLogger
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
 from recbole_quant.errors import ConfigValueError
+from recbole_quant.model import options
 from recbole_quant.model.abstract import QuantizedRecommender
+from recbole_quant.model.losses import bpr
 from recbole_quant.model.layers import (
     BipartiteSage,
     LightGCNPropagation,
@@ -53,9 +54,12 @@ from recbole_quant.model.layers import (
     bipartite_csr,
     normalized_adjacency,
 )
+from recbole_quant.packed import FloatPredictor, PackedPredictor, SoftRerankPredictor
 from recbole_quant.quantization import BetaSchedule, guided_mask, guided_mix, sign_ste
 
 USER, ITEM = 0, 1
+# Longest sign code accepted per node: 64 words of 64 bits
+MAX_CODE_LENGTH = 4096
 
 
 class HashGNN(QuantizedRecommender):
@@ -81,24 +85,51 @@ class HashGNN(QuantizedRecommender):
     MODES = ("hard", "soft")
     EVAL_AGGREGATIONS = ("full", "sampled")
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self.logger = getLogger()
-
-        # load parameters info
-        self.encoder = self.choice(config, "encoder", self.ENCODERS)
-        self.embedding_size = self.int_in_range(config, "embedding_size", 1)
-        self.bits = self.int_in_range(config, "bits", 1, 4096)
-        self.quantize = self.choice(config, "quantize", (True, False))
-        self.quantize = bool(self.quantize)
-        self.mode = self.choice(config, "mode", self.MODES)
-        self.soft_candidates = self.int_in_range(config, "soft_candidates", 1)
-        self.rec_weight = self._float_at_least(config, "rec_weight", 0.0)
-        self.logit_scale = self._float_at_least(config, "logit_scale", 0.0, strict=True)
+    @classmethod
+    def read_options(cls, config):
+        encoder = options.choice(config, "encoder", cls.ENCODERS)
+        read = dict(
+            encoder=encoder,
+            embedding_size=options.integer(config, "embedding_size", 1),
+            code_length=cls._code_length(config),
+            quantize=options.boolean(config, "quantize"),
+            mode=options.choice(config, "mode", cls.MODES),
+            soft_candidates=options.integer(config, "soft_candidates", 1),
+            rec_weight=options.number(config, "rec_weight", 0),
+            logit_scale=options.number(config, "logit_scale", 0, strict=True),
+            neg_per_pos=cls._negatives_per_positive(config),
+        )
         try:
-            self.schedule = BetaSchedule(config["beta_step"], config["beta_period"])
+            read["schedule"] = BetaSchedule(config["beta_step"], config["beta_period"])
         except (TypeError, ValueError) as err:
             raise ConfigValueError(f"beta_step / beta_period: {err}") from None
+        if encoder == "sage":
+            read.update(
+                hidden_size=options.integer(config, "hidden_size", 1),
+                user_fanouts=options.integer_list(config, "user_neighbors"),
+                item_fanouts=options.integer_list(config, "item_neighbors"),
+                negative_slope=options.number(config, "negative_slope", 0),
+                eval_aggregation=options.choice(config, "eval_aggregation", cls.EVAL_AGGREGATIONS),
+                eval_seed=options.integer(config, "eval_seed", 0),
+            )
+        else:
+            read["n_layers"] = options.integer(config, "n_layers", 0)
+        return read
+
+    @staticmethod
+    def _code_length(config):
+        """``code_length``, or the deprecated ``bits`` (HashGNN's old name for it) when given."""
+        if "bits" in config and config["bits"] is not None:
+            getLogger().warning(
+                f"HashGNN: bits={config['bits']!r} is deprecated, use code_length (the number of "
+                "sign bits per node). `bits` means bits per coordinate elsewhere (HQGNN, "
+                "comparisons' --bits); HashGNN codes have 1 bit per coordinate."
+            )
+            return options.integer(config, "bits", 1, MAX_CODE_LENGTH)
+        return options.integer(config, "code_length", 1, MAX_CODE_LENGTH)
+
+    @staticmethod
+    def _negatives_per_positive(config):
         neg_args = config["train_neg_sample_args"] or {}
         sample_num = neg_args.get("sample_num")
         if (
@@ -111,23 +142,19 @@ class HashGNN(QuantizedRecommender):
                 f"HashGNN needs sampled negatives: train_neg_sample_args={neg_args!r} should "
                 "have distribution uniform (or popularity) and an integer sample_num >= 1."
             )
-        self.neg_per_pos = sample_num
+        return sample_num
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)  # sets the attributes of read_options
+        self.logger = getLogger()
 
         # define layers and loss
         if self.encoder == "sage":
-            self.hidden_size = self.int_in_range(config, "hidden_size", 1)
-            user_fanouts = self._fanouts(config, "user_neighbors")
-            item_fanouts = self._fanouts(config, "item_neighbors")
-            slope = self._float_at_least(config, "negative_slope", 0.0)
-            self.eval_aggregation = self.choice(
-                config, "eval_aggregation", self.EVAL_AGGREGATIONS
-            )
-            self.eval_seed = self.int_in_range(config, "eval_seed", 0)
             self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
             self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
             self.user_dense = nn.Linear(self.embedding_size, self.hidden_size)
             self.item_dense = nn.Linear(self.embedding_size, self.hidden_size)
-            self.dense_act = nn.LeakyReLU(slope)
+            self.dense_act = nn.LeakyReLU(self.negative_slope)
             u_indptr, u_indices, i_indptr, i_indices = bipartite_csr(dataset)
             # samplers[t] samples the neighbours of nodes of type t
             self.samplers = nn.ModuleList(
@@ -136,17 +163,17 @@ class HashGNN(QuantizedRecommender):
                     NeighborSampler(i_indptr, i_indices, self.n_users),
                 ]
             )
-            self.user_tower = BipartiteSage(USER, user_fanouts, self.hidden_size, slope)
-            self.item_tower = BipartiteSage(ITEM, item_fanouts, self.hidden_size, slope)
+            slope = self.negative_slope
+            self.user_tower = BipartiteSage(USER, self.user_fanouts, self.hidden_size, slope)
+            self.item_tower = BipartiteSage(ITEM, self.item_fanouts, self.hidden_size, slope)
             encoded_size = self.hidden_size
         else:
-            self.n_layers = self.int_in_range(config, "n_layers", 0)
             self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
             self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
             self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers, config)
             encoded_size = self.embedding_size
-        self.user_hash = nn.Linear(encoded_size, self.bits)
-        self.item_hash = nn.Linear(encoded_size, self.bits)
+        self.user_hash = nn.Linear(encoded_size, self.code_length)
+        self.item_hash = nn.Linear(encoded_size, self.code_length)
 
         # guided-STE state: derived from the epoch in on_train_epoch_start (saved as a buffer)
         self.register_buffer("beta", torch.tensor(0.0, dtype=torch.float64))
@@ -157,33 +184,6 @@ class HashGNN(QuantizedRecommender):
         # parameters initialization
         self.apply(xavier_normal_initialization)
         self._check_budget(config)
-
-    # -- configuration helpers ---------------------------------------------------------------
-    @staticmethod
-    def _float_at_least(config, key, low, strict=False):
-        value = config[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and (value > low if strict else value >= low)
-        if not ok:
-            bound = f"> {low}" if strict else f">= {low}"
-            raise ConfigValueError(f"{key}={value!r} is not valid: a finite number {bound}.")
-        return float(value)
-
-    @staticmethod
-    def _fanouts(config, key):
-        value = config[key]
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        if (
-            not isinstance(value, (list, tuple))
-            or not value
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
-        ):
-            raise ConfigValueError(
-                f"{key}={value!r} is not valid: a non-empty list of integers >= 1 "
-                "(neighbours sampled per hop, e.g. [10, 5])."
-            )
-        return list(value)
 
     def _check_budget(self, config):
         """Warn when the schedule cannot reach beta = 1 or early stopping could cut it short.
@@ -287,7 +287,7 @@ class HashGNN(QuantizedRecommender):
             item (torch.Tensor): [I] item ids.
 
         Returns:
-            tuple: ``z_user`` [U, bits] and ``z_item`` [I, bits], in (-1, 1). With the sage
+            tuple: ``z_user`` [U, K] and ``z_item`` [I, K] (K = ``code_length``), in (-1, 1). With the sage
             encoder the neighbours are sampled (global RNG); the same id within one call
             shares one sample.
         """
@@ -352,7 +352,7 @@ class HashGNN(QuantizedRecommender):
         pos_score = self.logit_scale * (z_user * z_pos).sum(-1)  # [B]
         neg_score = self.logit_scale * (z_user.unsqueeze(0) * z_neg).sum(-1)  # [S, B]
         rec_loss = (F.softplus(-pos_score).sum() + F.softplus(neg_score).sum()) / (b * (s + 1))
-        rank_loss = F.softplus(neg_score - pos_score.unsqueeze(0)).mean()
+        rank_loss = bpr(pos_score.unsqueeze(0), neg_score)
         return self.rec_weight * rec_loss + rank_loss
 
     # -- inference ---------------------------------------------------------------------------
@@ -367,7 +367,7 @@ class HashGNN(QuantizedRecommender):
 
     @torch.no_grad()
     def code_tables(self):
-        """Deterministic continuous ``z`` of all users [n_users, bits] and items [n_items, bits].
+        """Deterministic continuous ``z`` of all users [n_users, K] and items [n_items, K].
 
         Cached until the model goes back to training mode or loads a state dict. The codes
         are ``hard_sign`` of these (``z >= 0 -> +1``).
@@ -393,8 +393,6 @@ class HashGNN(QuantizedRecommender):
         All three answer ``score`` / ``topk`` / ``storage``, so RecBole's standard evaluation
         (``full_sort_predict``) and the trainer's packed top-k path rank identically.
         """
-        from recbole_quant.packed import PackedPredictor
-
         z_user, z_item = (t.cpu() for t in self.code_tables())
         if not self.quantize:
             return FloatPredictor(z_user, z_item)
@@ -406,7 +404,7 @@ class HashGNN(QuantizedRecommender):
     def full_sort_predict(self, interaction):
         """Scores of every item for a batch of users, from :meth:`build_predictor`'s predictor.
 
-        * hard: ``<sign(z_u), sign(z_i)>`` from the packed codes (integers in [-bits, bits]);
+        * hard: ``<sign(z_u), sign(z_i)>`` from the packed codes (integers in [-K, K]);
         * soft: see :class:`SoftRerankPredictor`;
         * ``quantize: False``: ``<z_u, z_i>``.
 
@@ -421,122 +419,8 @@ class HashGNN(QuantizedRecommender):
     def storage(self):
         """:class:`StorageReport` of what inference keeps; ``None`` for the continuous model.
 
-        Hard: the packed codes (``bits`` bits per node). Soft: the codes plus the continuous
-        ``z`` (``bits`` float32 per node) it re-ranks with.
+        Hard: the packed codes (K = ``code_length`` bits per node). Soft: the codes plus the
+        continuous ``z`` (K float32 per node) it re-ranks with.
         """
         return self.predictor.storage()
 
-
-class DenseScorePredictor:
-    """The predictor interface (``score`` / ``topk`` / ``storage``) over dense score rows.
-
-    ``topk`` scores the users' rows, sets excluded items to -inf and applies the packed
-    predictor's tie rule (higher score first, then lower item id); slots left without an
-    item are ``-inf`` / ``-1``.
-    """
-
-    def __init__(self, n_users, n_items):
-        self.n_users, self.n_items = int(n_users), int(n_items)
-
-    def _scores(self, users):
-        """float32 [B, n_items] for ``users`` (CPU int64 [B])."""
-        raise NotImplementedError
-
-    def score(self, user_index):
-        """A fresh float32 tensor [B, n_items] of scores for ``user_index`` [B]."""
-        users = torch.as_tensor(user_index, dtype=torch.long).reshape(-1).cpu()
-        return self._scores(users)
-
-    def topk(self, user_index, k, exclude=None):
-        """Top-k ``(scores float32 [B, k], item_ids int64 [B, k])``; see the class docstring."""
-        from recbole_quant.evaluation import deterministic_topk
-        from recbole_quant.packed.exclusion import batch_exclusion
-
-        users = torch.as_tensor(user_index, dtype=torch.long).reshape(-1).cpu()
-        if isinstance(k, bool) or int(k) != k or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        k = int(k)
-        scores = self._scores(users)
-        indptr, indices = batch_exclusion(exclude, users.numpy(), self.n_users, self.n_items)
-        rows = np.repeat(np.arange(len(users)), np.diff(indptr))
-        keep = (indices >= 0) & (indices < self.n_items)
-        scores[torch.from_numpy(rows[keep]), torch.from_numpy(indices[keep])] = -math.inf
-        top = min(k, self.n_items)
-        ids = deterministic_topk(scores, top)
-        values = scores.gather(1, ids)
-        ids = torch.where(torch.isneginf(values), torch.full_like(ids, -1), ids)
-        if top < k:
-            pad = len(users), k - top
-            values = torch.cat([values, torch.full(pad, -math.inf)], dim=1)
-            ids = torch.cat([ids, torch.full(pad, -1, dtype=torch.long)], dim=1)
-        return values, ids
-
-
-class FloatPredictor(DenseScorePredictor):
-    """Continuous ranking ``<z_u, z_i>`` (HashGNN with ``quantize: False``).
-
-    Computed in float64 and rounded to float32: the products of float32 values are exact, so a
-    user's row does not depend on the other users of the batch (``predict`` equals
-    ``full_sort_predict`` bit for bit).
-
-    Args:
-        z_user (torch.Tensor): [n_users, d] float.
-        z_item (torch.Tensor): [n_items, d] float.
-    """
-
-    def __init__(self, z_user, z_item):
-        super().__init__(len(z_user), len(z_item))
-        self.z_user = z_user.double()
-        self.z_item_t = z_item.double().T.contiguous()
-
-    def _scores(self, users):
-        return (self.z_user[users] @ self.z_item_t).float()
-
-    def storage(self):
-        return None  # float32 embeddings, nothing quantized
-
-
-class SoftRerankPredictor(DenseScorePredictor):
-    """HashGNN_s: Hamming top-C candidates re-ranked by the continuous scores.
-
-    Per user, the ``candidates`` best items by Hamming score (``PackedPredictor.topk`` over
-    all items, ties to the lower id) get ``<z_u, z_i> + 3 * d``; every other item keeps its
-    Hamming score ``<sign(z_u), sign(z_i)>``. Hamming scores lie in [-d, d] and continuous
-    ones in (-d, d), so candidates (> 2d) always rank above non-candidates and are ordered by
-    the continuous score. Exclusions (history) apply after this scoring, in ``topk`` as in
-    RecBole's standard path, so a history item among the candidates uses up a candidate slot
-    (as in the authors' evaluation, which searches the top-500 among all items).
-
-    Args:
-        packed (PackedPredictor): sign codes of ``z_user`` / ``z_item``.
-        z_user (torch.Tensor): [n_users, d] continuous hash outputs.
-        z_item (torch.Tensor): [n_items, d].
-        candidates (int): C, candidates per user (at most ``n_items`` are used).
-    """
-
-    def __init__(self, packed, z_user, z_item, candidates):
-        super().__init__(len(z_user), len(z_item))
-        self.packed = packed
-        self.z_user = z_user.double()
-        self.z_item = z_item.double()
-        self.candidates = min(int(candidates), self.n_items)
-        self.offset = 3.0 * z_user.shape[1]
-
-    def _scores(self, users):
-        scores = self.packed.score(users)  # fresh float32 [B, n_items]
-        _, ids = self.packed.topk(users, self.candidates)
-        ids = torch.as_tensor(ids, dtype=torch.long)
-        valid = ids >= 0
-        ids = torch.where(valid, ids, torch.zeros_like(ids))
-        cont = (self.z_user[users].unsqueeze(1) * self.z_item[ids]).sum(-1)  # [B, C] float64
-        boosted = (cont + self.offset).float()
-        scores.scatter_(1, ids, torch.where(valid, boosted, scores.gather(1, ids)))
-        return scores
-
-    def storage(self):
-        from recbole_quant.packed import storage_report
-
-        d = self.z_user.shape[1]
-        return storage_report(
-            "sign", self.n_users, self.n_items, d, user_floats_per_node=d, item_floats_per_node=d
-        )

@@ -22,10 +22,10 @@ import itertools
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from recbole_quant.errors import ConfigValueError
+from recbole_quant.model import options
 from recbole_quant.model.abstract import QuantizedRecommender
+from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quantization import HessianDeltaEstimator, UniformQuantizer, hessian_statistics
@@ -40,28 +40,38 @@ class HQGNN(QuantizedRecommender):
 
     bit_width_key = "bits"
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+    # Half-width of the initial range in std units when ``init_std`` is ~: the clipping of the
+    # MSE-optimal uniform quantizer of a Gaussian at that width (Max 1960 / Lloyd), so that
+    # b >= 2 bits start with their levels spread over the bulk of the values (a +-3 std
+    # range puts ~95% of them on the middle two of 2-bit's four levels). 1 bit keeps 3.0:
+    # its threshold is the centre whatever the width, and the width only sets the score scale.
+    DEFAULT_INIT_STD = {1: 3.0, 2: 1.5, 3: 2.0, 4: 2.5, 5: 3.0, 6: 3.3, 7: 3.7, 8: 4.0}
 
-        # load parameters info
-        self.latent_dim = self.int_in_range(config, "embedding_size", 1)
-        self.n_layers = self.int_in_range(config, "n_layers", 0)
-        self.bits = self.int_in_range(config, "bits", 1, 8)
-        self.grad_estimator = self.choice(config, "grad_estimator", ("gste", "ste"))
-        self.reg_weight = float(config["reg_weight"])
-        self.init_std = self._init_std(config["init_std"], self.bits)
-        self.fixed_delta = config["fixed_delta"]
-        if self.fixed_delta is not None and not float(self.fixed_delta) >= 0:
-            raise ConfigValueError(f"fixed_delta={self.fixed_delta!r}: must be >= 0 or ~ (None).")
-        self.hessian_probes = self.int_in_range(config, "hessian_probes", 1)
-        self.hessian_batches = self.int_in_range(config, "hessian_batches", 1)
-        self.hessian_refresh = self.int_in_range(config, "hessian_refresh", 1)
-        self.warmup_epochs = self.int_in_range(config, "warmup_epochs", 0)
-        center = self.choice(config, "center", (True, False, None))
-        # ~ = by width: centring pays at 1 bit (one threshold per table) but removes the
-        # shared popularity direction from the scores, which costs quality at b >= 2
-        # (docs/results/ml100k.md)
-        self.center = (self.bits == 1) if center is None else center
+    @classmethod
+    def read_options(cls, config):
+        bits = options.bit_width(config, "bits")
+        init_std = options.number(config, "init_std", 0, strict=True, none_allowed=True)
+        center = options.choice(config, "center", (True, False), none_means=None)
+        return dict(
+            latent_dim=options.integer(config, "embedding_size", 1),
+            n_layers=options.integer(config, "n_layers", 0),
+            bits=bits,
+            grad_estimator=options.choice(config, "grad_estimator", ("gste", "ste")),
+            reg_weight=options.number(config, "reg_weight", 0),
+            init_std=cls.DEFAULT_INIT_STD[bits] if init_std is None else init_std,
+            fixed_delta=options.number(config, "fixed_delta", 0, none_allowed=True),
+            hessian_probes=options.integer(config, "hessian_probes", 1),
+            hessian_batches=options.integer(config, "hessian_batches", 1),
+            hessian_refresh=options.integer(config, "hessian_refresh", 1),
+            warmup_epochs=options.integer(config, "warmup_epochs", 0),
+            # ~ = by width: centring pays at 1 bit (one threshold per table) but removes the
+            # shared popularity direction from the scores, which costs quality at b >= 2
+            # (docs/results/ml100k.md)
+            center=(bits == 1) if center is None else center,
+        )
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)  # sets the attributes of read_options
         self.current_epoch = 0  # set by on_train_epoch_start (also after a resume)
 
         # define layers and loss
@@ -76,23 +86,8 @@ class HQGNN(QuantizedRecommender):
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_embedding.weight)
         if self.grad_estimator == "gste" and self.fixed_delta is not None:
-            self.user_quantizer.set_delta(float(self.fixed_delta))
-            self.item_quantizer.set_delta(float(self.fixed_delta))
-
-    # Half-width of the initial range in std units when ``init_std`` is ~: the clipping of the
-    # MSE-optimal uniform quantizer of a Gaussian at that width (Max 1960 / Lloyd), so that
-    # b >= 2 bits start with their levels spread over the bulk of the values (a +-3 std
-    # range puts ~95% of them on the middle two of 2-bit's four levels). 1 bit keeps 3.0:
-    # its threshold is the centre whatever the width, and the width only sets the score scale.
-    DEFAULT_INIT_STD = {1: 3.0, 2: 1.5, 3: 2.0, 4: 2.5, 5: 3.0, 6: 3.3, 7: 3.7, 8: 4.0}
-
-    @classmethod
-    def _init_std(cls, value, bits):
-        if value is None:
-            return cls.DEFAULT_INIT_STD[bits]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigValueError(f"init_std={value!r} is not valid: a number > 0, or ~ (by width).")
-        return float(value)
+            self.user_quantizer.set_delta(self.fixed_delta)
+            self.item_quantizer.set_delta(self.fixed_delta)
 
     # -- encoder ---------------------------------------------------------------------------
     def forward(self):
@@ -120,9 +115,7 @@ class HQGNN(QuantizedRecommender):
         )
 
     def _bpr(self, u, pos, neg):
-        pos_scores = (u * pos).sum(dim=-1)
-        neg_scores = (u * neg).sum(dim=-1)
-        return F.softplus(neg_scores - pos_scores).mean()
+        return bpr((u * pos).sum(dim=-1), (u * neg).sum(dim=-1))
 
     def calculate_loss(self, interaction):
         r"""BPR on the dequantized embeddings + L2 on the batch's layer-0 rows.
@@ -144,11 +137,7 @@ class HQGNN(QuantizedRecommender):
             pos_hat = self.item_quantizer(pos_hat)
             neg_hat = self.item_quantizer(neg_hat)
         mf_loss = self._bpr(u_hat, pos_hat, neg_hat)
-        reg_loss = (
-            self.user_embedding(user).pow(2).sum()
-            + self.item_embedding(pos).pow(2).sum()
-            + self.item_embedding(neg).pow(2).sum()
-        ) / (2 * len(user))
+        reg_loss = layer0_l2(self.user_embedding, self.item_embedding, user, pos, neg)
         return mf_loss + self.reg_weight * reg_loss
 
     # -- epoch hook: warm-up and Hessian-aware delta --------------------------------------
@@ -188,10 +177,7 @@ class HQGNN(QuantizedRecommender):
             return
         if epoch_idx % self.hessian_refresh != 0:
             return  # delta is a saved buffer: a resumed run keeps the last refresh's value
-        estimators = {
-            side: HessianDeltaEstimator(self.hessian_probes, self.hessian_batches, 1)
-            for side in ("user", "item")
-        }
+        estimators = {side: HessianDeltaEstimator() for side in ("user", "item")}
         was_training = self.training
         self.train()  # the first call initialises the quantizer ranges from data
         with torch.no_grad():
@@ -223,7 +209,7 @@ class HQGNN(QuantizedRecommender):
             estimators["item"].accumulate(*stats_i)
         for side, quantizer in (("user", self.user_quantizer), ("item", self.item_quantizer)):
             if estimators[side].pending_batches > 0:
-                quantizer.set_delta(estimators[side].refresh(epoch_idx))
+                quantizer.set_delta(estimators[side].refresh())
         self.train(was_training)
         self.logger.info(
             f"HQGNN quantized epoch {epoch_idx}: GSTE delta user={float(self.user_quantizer.delta):.4g} "

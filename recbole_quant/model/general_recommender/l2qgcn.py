@@ -46,15 +46,14 @@ temperature ramp) early stopping is paused; at the first binarised epoch the bes
 score is reset, so the selected checkpoint is always one trained with binarisation on.
 """
 
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from recbole.utils import InputType
 
 from recbole_quant.errors import CheckpointError, ConfigValueError
+from recbole_quant.model import options
 from recbole_quant.model.abstract import QuantizedRecommender
+from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quantization import ScaledSign, TanhSign, TemperatureSchedule
@@ -84,41 +83,47 @@ class L2QGCN(QuantizedRecommender):
         """First epoch trained with binarisation on (read by :class:`QuantTrainer`)."""
         return self.binary_from_epoch
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-
-        # load parameters info
-        self.variant = self.choice(config, "variant", tuple(VARIANT_DEFAULTS))
-        default_estimator, default_anneal = VARIANT_DEFAULTS[self.variant]
-        self.estimator = self._preset(config, "estimator", ESTIMATORS, default_estimator)
-        self.anneal = self._preset(config, "anneal", ANNEALS, default_anneal)
-        self.latent_dim = self.int_in_range(config, "embedding_size", 1)
-        self.n_layers = self.int_in_range(config, "n_layers", 0)
-        self.layer_weighting = self.choice(config, "layer_weights", ("linear", "uniform"))
-        self.gamma = self._positive(config, "gamma")
-        self.init_std = self._positive(config, "init_std")
-        self.reg_weight = self._positive(config, "reg_weight", allow_zero=True)
-        self.scale_grad = config["scale_grad"]
-        if not isinstance(self.scale_grad, bool):
-            raise ConfigValueError(f"scale_grad={self.scale_grad!r} is not valid: True or False.")
-        self.warmup_epochs = self.int_in_range(config, "warmup_epochs", 0)
-        self.pretrained_checkpoint = config["pretrained_checkpoint"]
+    @classmethod
+    def read_options(cls, config):
+        variant = options.choice(config, "variant", tuple(VARIANT_DEFAULTS))
+        default_estimator, default_anneal = VARIANT_DEFAULTS[variant]
+        anneal = options.choice(config, "anneal", ANNEALS, none_means=default_anneal)
+        warmup_epochs = options.integer(config, "warmup_epochs", 0)
+        pretrained_checkpoint = config["pretrained_checkpoint"]
         schedule = None
-        if self.anneal == "tanh_temperature":
+        if anneal == "tanh_temperature":
             try:
                 schedule = TemperatureSchedule(
                     config["tau_start"], config["tau_end"], config["tau_epochs"], config["tau_kind"]
                 )
             except (TypeError, ValueError) as err:
                 raise ConfigValueError(f"tanh_temperature schedule: {err}") from None
-
         # first epoch trained with binarisation on (QuantTrainer's model-selection rule)
-        if self.anneal == "two_stage":
-            self.binary_from_epoch = 0 if self.pretrained_checkpoint else self.warmup_epochs
-        elif self.anneal == "tanh_temperature":
-            self.binary_from_epoch = schedule.epochs
+        if anneal == "two_stage":
+            binary_from_epoch = 0 if pretrained_checkpoint else warmup_epochs
+        elif anneal == "tanh_temperature":
+            binary_from_epoch = schedule.epochs
         else:
-            self.binary_from_epoch = 0
+            binary_from_epoch = 0
+        return dict(
+            variant=variant,
+            estimator=options.choice(config, "estimator", ESTIMATORS, none_means=default_estimator),
+            anneal=anneal,
+            latent_dim=options.integer(config, "embedding_size", 1),
+            n_layers=options.integer(config, "n_layers", 0),
+            layer_weighting=options.choice(config, "layer_weights", ("linear", "uniform")),
+            gamma=options.number(config, "gamma", 0, strict=True),
+            init_std=options.number(config, "init_std", 0, strict=True),
+            reg_weight=options.number(config, "reg_weight", 0),
+            scale_grad=options.boolean(config, "scale_grad"),
+            warmup_epochs=warmup_epochs,
+            pretrained_checkpoint=pretrained_checkpoint,
+            schedule=schedule,
+            binary_from_epoch=binary_from_epoch,
+        )
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)  # sets the attributes of read_options
         if self.binary_from_epoch >= config["epochs"]:
             self.logger.warning(
                 f"L2QGCN: epochs={config['epochs']} <= first binarised epoch "
@@ -133,7 +138,7 @@ class L2QGCN(QuantizedRecommender):
         self.binarizer = ScaledSign(self.estimator, self.gamma, self.scale_grad)
         # always present (tau = 1, unused, without tanh_temperature) so that every L2QGCN
         # checkpoint has the same keys
-        self.relax = TanhSign(schedule) if schedule is not None else TanhSign(tau=1.0)
+        self.relax = TanhSign(self.schedule) if self.schedule is not None else TanhSign(tau=1.0)
         self.register_buffer("layer_weight", self._layer_weights(), persistent=False)
 
         # training stage, set per epoch by on_train_epoch_start
@@ -145,21 +150,6 @@ class L2QGCN(QuantizedRecommender):
         nn.init.normal_(self.item_embedding.weight, std=self.init_std)
         if self.pretrained_checkpoint:
             self._load_pretrained(str(self.pretrained_checkpoint), config)
-
-    # -- configuration helpers -------------------------------------------------------------
-    def _preset(self, config, key, allowed, default):
-        """``config[key]`` checked against ``allowed``; ``~`` (None) means ``default``."""
-        return default if config[key] is None else self.choice(config, key, allowed)
-
-    @staticmethod
-    def _positive(config, key, allow_zero=False):
-        value = config[key]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        ok = number and math.isfinite(value)
-        if not ok or value < 0 or (value == 0 and not allow_zero):
-            bound = ">= 0" if allow_zero else "> 0"
-            raise ConfigValueError(f"{key}={value!r} is not valid: a finite number {bound}.")
-        return float(value)
 
     def _layer_weights(self):
         """``w_l`` for l = 0..L: [G] float32."""
@@ -270,12 +260,8 @@ class L2QGCN(QuantizedRecommender):
         u = self.quantize(user_all[user])
         p = self.quantize(item_all[pos])
         n = self.quantize(item_all[neg])
-        mf_loss = F.softplus(self._score(u, n) - self._score(u, p)).mean()
-        reg_loss = (
-            self.user_embedding(user).pow(2).sum()
-            + self.item_embedding(pos).pow(2).sum()
-            + self.item_embedding(neg).pow(2).sum()
-        ) / (2 * len(user))
+        mf_loss = bpr(self._score(u, p), self._score(u, n))
+        reg_loss = layer0_l2(self.user_embedding, self.item_embedding, user, pos, neg)
         return mf_loss + self.reg_weight * reg_loss
 
     # -- packed inference ------------------------------------------------------------------
