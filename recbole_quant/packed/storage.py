@@ -22,7 +22,7 @@ float32 -> 32x. L2Q-GCN d=256, 3 layers with one scale each: 3*256 + 3*32 =
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .bitpack import n_words
 
@@ -51,9 +51,6 @@ class StorageReport:
     def item_code_bytes(self) -> float:
         """Bytes per item code (``item_code_bits / 8``)."""
         return self.item_code_bits / 8
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def __str__(self) -> str:
         return (
