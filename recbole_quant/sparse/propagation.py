@@ -52,6 +52,7 @@ class CSRAdjacency:
         self.bounds = kernels.balanced_bounds(self.indptr, _BLOCKS)
         self.symmetric = self._is_symmetric()
         self._transpose = self if self.symmetric else None
+        self._scratch = {}
 
     @classmethod
     def from_torch(cls, matrix):
@@ -99,16 +100,31 @@ class CSRAdjacency:
             self._transpose = CSRAdjacency(t.indptr, t.indices, t.data, self.n)
         return self._transpose
 
-    def matmul(self, x):
+    def scratch(self, slot, like):
+        """A reusable buffer with the shape and dtype of ``like``, kept between calls.
+
+        Layers and intermediate gradients live here, never in a returned tensor: a fresh
+        18 MB tensor per layer and batch (Gowalla) costs its page faults every time.
+        The buffers make one matrix unsafe to use from several threads at once.
+        """
+        t = self._scratch.get(slot)
+        if t is None or t.shape != like.shape or t.dtype != like.dtype:
+            t = torch.empty(like.shape, dtype=like.dtype)
+            self._scratch[slot] = t
+        return t
+
+    def matmul(self, x, out=None):
         """``self @ x`` for a CPU float tensor ``x`` [n, d] (no autograd; see :func:`sparse_matmul`).
 
         Args:
             x (torch.Tensor): [n, d] float32 or float64 on CPU.
+            out (torch.Tensor, optional): contiguous [n, d] result buffer, not ``x``.
         """
         if x.dim() != 2 or x.shape[0] != self.n:
             raise ValueError(f"expected x of shape [{self.n}, d], got {tuple(x.shape)}")
         x = x.detach().contiguous()
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        if out is None:
+            out = torch.empty_like(x, memory_format=torch.contiguous_format)
         if x.numel() == 0:
             return out.zero_()
         xa = x.numpy()
@@ -203,11 +219,10 @@ class _LightGCNLayerMean(torch.autograd.Function):
         ctx.adj, ctx.n_layers = adj, n_layers
         ego = ego.detach().contiguous()
         total = ego.clone()  # running sum E0 + .. + El, then the mean
-        buffers = [torch.empty_like(ego), torch.empty_like(ego)] if n_layers > 1 else []
         layer = ego
         for step in range(1, n_layers + 1):
             if step < n_layers:
-                product = buffers[step % 2]  # never the buffer being read
+                product = adj.scratch(step % 2, ego)  # never the buffer being read
                 adj.combine(layer, total, 1, 1, total, product=product)
                 layer = product
             else:  # the last layer is only needed inside the mean
@@ -218,10 +233,10 @@ class _LightGCNLayerMean(torch.autograd.Function):
     def backward(ctx, grad):
         adj, n_layers = ctx.adj.transpose(), ctx.n_layers
         scaled = grad.contiguous() / (n_layers + 1)  # what the mean hands each layer
-        buffers = [torch.empty_like(scaled), torch.empty_like(scaled)]
         a = scaled
         for step in range(n_layers):
-            out = buffers[step % 2]
+            # intermediate steps in scratch, the returned gradient in a fresh tensor
+            out = torch.empty_like(scaled) if step == n_layers - 1 else adj.scratch(step % 2, scaled)
             adj.combine(a, scaled, 1, 1, out)
             a = out
         return a, None, None
@@ -269,7 +284,7 @@ class _LightGCNRows(torch.autograd.Function):
         picked = [ego[rows]]
         layer = ego
         for step in range(1, n_layers + 1):
-            out = torch.empty_like(ego)
+            out = adj.scratch(step % 2, ego)  # never the buffer being read
             adj.matmul_rows(layer, needed[n_layers - step], out)
             picked.append(out[rows])
             layer = out
@@ -280,16 +295,21 @@ class _LightGCNRows(torch.autograd.Function):
         adj, n_layers, rows_np = ctx.adj, ctx.n_layers, ctx.rows_np
         scaled_rows = grad.contiguous() / (n_layers + 1)  # what the mean hands each layer
         rows = torch.from_numpy(rows_np)
-        a = torch.zeros(adj.n, grad.shape[1], dtype=grad.dtype)
-        adj.scatter_transpose(rows_np, scaled_rows, a)
-        a.index_add_(0, rows, scaled_rows)  # a = S + A^T S, S = scaled on R, 0 elsewhere
+        full = (adj.n, grad.shape[1])
+        # a = S + A^T S, S = scaled_rows on R and 0 elsewhere (a scatter over R's entries)
         if n_layers > 1:
-            scaled = torch.zeros_like(a)
-            scaled.index_copy_(0, rows, scaled_rows)
-            transposed, nxt = adj.transpose(), torch.empty_like(a)
-            for _ in range(n_layers - 1):
-                transposed.combine(a, scaled, 1, 1, nxt)
-                a, nxt = nxt, a
+            a = adj.scratch(2, torch.empty((), dtype=grad.dtype).expand(full)).zero_()
+        else:
+            a = torch.zeros(full, dtype=grad.dtype)
+        adj.scatter_transpose(rows_np, scaled_rows, a)
+        a.index_add_(0, rows, scaled_rows)
+        transposed = adj.transpose()
+        for step in range(n_layers - 1):  # a <- S + A^T a
+            last = step == n_layers - 2
+            out = torch.empty_like(a) if last else adj.scratch(3 + step % 2, a)
+            transposed.matmul(a, out=out)
+            out.index_add_(0, rows, scaled_rows)
+            a = out
         return a, None, None, None
 
 
