@@ -1,9 +1,16 @@
-"""HQ-GNN: quantized LightGCN with the Hessian-aware estimator, through RecBole's loop."""
+"""HQ-GNN: quantized LightGCN with the Hessian-aware estimator, through RecBole's loop.
+
+Everything runs on a small fixed-split toy dataset written into the test's directory, except
+one end-to-end run on ml-100k.
+"""
+
+import os
 
 import pytest
 import torch
 
 from conftest import FAST_RUN
+from helpers import make_toy_benchmark
 from recbole_quant import Config
 from recbole_quant.errors import ConfigValueError
 from recbole_quant.quick_start import load_data, run_recbole_quant
@@ -11,8 +18,18 @@ from recbole_quant.trainer import get_trainer
 from recbole.data.interaction import Interaction
 
 
+N_USERS, N_ITEMS = 80, 60  # real ids; RecBole adds padding id 0 to both
+
+
+def toy_options(**config_dict):
+    """FAST_RUN on the toy dataset (written under the current directory) plus ``config_dict``."""
+    data_path = make_toy_benchmark(os.path.join(os.getcwd(), "data"), n_users=N_USERS,
+                                   n_items=N_ITEMS, per_user=12)
+    return dict(FAST_RUN, data_path=data_path, topk=[5, 10, 20], **config_dict)
+
+
 def build(config_dict):
-    config = Config(model="HQGNN", dataset="ml-100k", config_dict=dict(FAST_RUN, **config_dict), cmd_args=[])
+    config = Config(model="HQGNN", dataset="toy", config_dict=toy_options(**config_dict), cmd_args=[])
     _, train_data, valid_data, test_data = load_data(config)
     model = config.model_class(config, train_data._dataset)
     return config, model, train_data, valid_data, test_data
@@ -51,7 +68,7 @@ def test_full_sort_equals_dequantized_float_scores(bits):
 def test_predict_matches_full_sort(trained_2bit):
     model = trained_2bit
     users = torch.tensor([1, 5, 5, 9])
-    items = torch.tensor([3, 7, 100, 1500])
+    items = torch.tensor([3, 7, 30, N_ITEMS])
     pairs = model.predict(Interaction({"user_id": users, "item_id": items}))
     full = model.full_sort_predict(Interaction({"user_id": users}))
     assert torch.equal(pairs, full[torch.arange(4), items])
@@ -104,6 +121,11 @@ def test_fixed_delta_is_used():
     [({"bits": 9}, "bits=9"), ({"bits": 0}, "bits=0"), ({"grad_estimator": "foo"}, "gste, ste")],
 )
 def test_impossible_settings_are_clear_errors(override, message):
+    from recbole_quant.model.general_recommender.hqgnn import HQGNN
+
+    config = Config(model="HQGNN", dataset="toy", config_dict=toy_options(**override), cmd_args=[])
+    with pytest.raises(ConfigValueError, match=message):
+        HQGNN.read_options(config)  # checked from the config alone, before any data loads
     with pytest.raises(ConfigValueError, match=message):
         build(override)
 
@@ -117,7 +139,7 @@ def test_runs_end_to_end_and_reports_storage():
 
 
 def test_resume_keeps_delta_and_continues():
-    first = run_recbole_quant(model="HQGNN", config_dict=dict(FAST_RUN, epochs=2, eval_step=0))
+    first = run_recbole_quant(model="HQGNN", dataset="toy", config_dict=toy_options(epochs=2, eval_step=0))
     config, model, train_data, _, _ = build({"epochs": 3, "eval_step": 0})
     trainer = get_trainer(config, config.model_class)(config, model)
     trainer.resume_checkpoint(first["checkpoint"])
