@@ -137,20 +137,34 @@ def spmm_rows_blocks(b0, b1, bounds, rows, indptr, indices, values, x, out):
     """:func:`spmm_blocks` for the listed rows only: ``out[rows[k]] = (A x)[rows[k]]``.
 
     Blocks cut the *list* (``bounds`` are positions in ``rows``); other rows of ``out`` are
-    left as they are.
+    left as they are. The prefetch cursor walks the entries of the listed rows (not of the
+    rows that follow in memory), ``PREFETCH_DISTANCE`` entries ahead.
     """
     d = x.shape[1]
-    nnz = len(indices)
     acc = np.empty(d, dtype=out.dtype)
-    for k in range(bounds[b0], bounds[b1]):
+    k_end = bounds[b1]
+    # prefetch cursor: entry pc of listed row kc
+    kc = bounds[b0]
+    pc = indptr[rows[kc]] if kc < k_end else 0
+    for _ in range(PREFETCH_DISTANCE):
+        pc += 1
+        while kc < k_end and pc >= indptr[rows[kc] + 1]:
+            kc += 1
+            if kc < k_end:
+                pc = indptr[rows[kc]]
+    for k in range(bounds[b0], k_end):
         i = rows[k]
         for c in range(d):
             acc[c] = 0
         for p in range(indptr[i], indptr[i + 1]):
-            ahead = p + PREFETCH_DISTANCE
-            if ahead < nnz:
+            if kc < k_end:
                 for c in range(0, d, 16):
-                    _prefetch(x, indices[ahead], c)
+                    _prefetch(x, indices[pc], c)
+                pc += 1
+                while kc < k_end and pc >= indptr[rows[kc] + 1]:
+                    kc += 1
+                    if kc < k_end:
+                        pc = indptr[rows[kc]]
             v = values[p]
             src = x[indices[p]]
             for c in range(d):
@@ -171,19 +185,40 @@ def scatter_rows_blocks(t0, t1, out_bounds, rows, indptr, indices, values, src, 
     terms in increasing ``rows`` order: the order a row-by-row product adds them in.
     """
     d = out.shape[1]
+    m = len(rows)
+    acc = np.empty(d, dtype=out.dtype)
+    ahead = PREFETCH_DISTANCE // 3  # segments are short: about a row's share of one task
     for t in range(t0, t1):
         lo, hi = out_bounds[t], out_bounds[t + 1]
-        for k in range(len(rows)):
-            b = rows[k]
-            start, stop = indptr[b], indptr[b + 1]
-            first = start + np.searchsorted(indices[start:stop], lo)
-            last = start + np.searchsorted(indices[start:stop], hi)
+        next_first, next_last = _segment(rows, 0, indptr, indices, lo, hi) if m else (0, 0)
+        for k in range(m):
+            first, last = next_first, next_last
+            if k + 1 < m:  # the next row's segment, its first output rows prefetched
+                next_first, next_last = _segment(rows, k + 1, indptr, indices, lo, hi)
+                for q in range(next_first, min(next_last, next_first + ahead)):
+                    for c in range(0, d, 16):
+                        _prefetch(out, indices[q], c)
             s = src[k]
             for p in range(first, last):
+                if p + ahead < last:
+                    for c in range(0, d, 16):
+                        _prefetch(out, indices[p + ahead], c)
                 v = values[p]
                 row = out[indices[p]]
+                for c in range(d):  # through a fresh buffer: vectorised (see the top)
+                    acc[c] = row[c] + v * s[c]
                 for c in range(d):
-                    row[c] += v * s[c]
+                    row[c] = acc[c]
+
+
+@njit(nogil=True, cache=True, boundscheck=False)
+def _segment(rows, k, indptr, indices, lo, hi):
+    """Entries of listed row ``rows[k]`` whose column is in ``lo .. hi - 1`` (sorted columns)."""
+    b = rows[k]
+    start, stop = indptr[b], indptr[b + 1]
+    first = start + np.searchsorted(indices[start:stop], lo)
+    last = start + np.searchsorted(indices[start:stop], hi)
+    return first, last
 
 
 @njit(nogil=True, cache=True, fastmath=False, boundscheck=False)
