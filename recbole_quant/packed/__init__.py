@@ -25,22 +25,11 @@ from .reference import reference_topk
 from .storage import StorageReport, storage_report
 
 __all__ = [
-    "PackedPredictor",
-    "FloatPredictor",
-    "SoftRerankPredictor",
-    "dense_topk",
-    "StorageReport",
-    "storage_report",
-    "pack_signs",
-    "unpack_signs",
-    "pack_planes",
-    "unpack_planes",
-    "word_major",
-    "sign_dot",
-    "sign_scores",
-    "sign_topk",
-    "plane_dot",
-    "plane_scores",
-    "plane_topk",
-    "reference_topk",
+    # predictors and top-k
+    "PackedPredictor", "FloatPredictor", "SoftRerankPredictor", "dense_topk", "reference_topk",
+    "StorageReport", "storage_report",
+    # bit packing
+    "pack_signs", "unpack_signs", "pack_planes", "unpack_planes", "word_major",
+    # kernels
+    "sign_dot", "sign_scores", "sign_topk", "plane_dot", "plane_scores", "plane_topk",
 ]
