@@ -14,6 +14,7 @@ from collections import OrderedDict
 from logging import getLogger
 from time import perf_counter
 
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.data.utils import create_samplers, get_dataloader, save_split_dataloaders
 from recbole.utils import ModelType, dict2str, get_local_time, init_logger, init_seed, set_color
@@ -133,7 +134,7 @@ def run_recbole_quant(
         cmd_args=list(cmd_args),
     )
     _check_epochs(config)
-    init_seed(config["seed"], config["reproducibility"])
+    _init_seed(config, config["seed"])
     _close_log_handlers()  # see _close_log_handlers: RecBole's init_logger needs a clean root
     _init_logger(config)
     logger = getLogger()
@@ -143,7 +144,7 @@ def run_recbole_quant(
     logger.info(dataset_obj)
     _check_topk(config, dataset_obj)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    _init_seed(config, config["seed"] + config["local_rank"])
     model_obj = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
 
@@ -206,6 +207,15 @@ def _plain(result):
     if result is None:
         return None
     return OrderedDict((key, float(value)) for key, value in result.items())
+
+
+def _init_seed(config, seed):
+    """RecBole's ``init_seed`` (python, numpy, torch RNGs; cuDNN) plus, with
+    ``reproducibility: True``, torch's deterministic algorithms: without them two CPU runs
+    of the same seed and thread count could differ in the last bits of the weights (and so
+    in a few codes). ``warn_only``: an op with no deterministic version warns, never fails."""
+    init_seed(seed, config["reproducibility"])
+    torch.use_deterministic_algorithms(bool(config["reproducibility"]), warn_only=True)
 
 
 def _check_epochs(config):

@@ -265,3 +265,27 @@ def test_no_training_epoch_is_refused(toy, capsys, epochs):
         run_recbole_quant(model="BPR", dataset="toy", config_dict=toy_options(toy, epochs=epochs))
     assert cli_main(cli_args(toy, f"--epochs={epochs}", model="BPR")) == 2
     assert "at least one training epoch" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- item 13: determinism
+
+
+def test_same_seed_twice_gives_bit_identical_weights_and_codes(isolated_cwd):
+    # Large enough that a training batch repeats users and items: the backward of the row
+    # gathers then accumulates repeated rows (index_put_ with accumulate on CPU) in thread
+    # order unless torch's deterministic algorithms are on (max weight difference ~2e-7
+    # after 2 epochs with 2 threads before, on this shape).
+    data_path = make_toy_benchmark(isolated_cwd / "data", n_users=600, n_items=500, per_user=30)
+    options = toy_options(data_path, bits=2, epochs=2, eval_step=0)
+    states, exports = [], []
+    for run in range(2):
+        result = run_recbole_quant(model="HQGNN", dataset="toy", config_dict=options)
+        states.append(load_checkpoint(result["checkpoint"])["state_dict"])
+        exports.append(export_model(result["checkpoint"], f"run{run}.npz").path)
+    assert states[0].keys() == states[1].keys()
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+    with np.load(exports[0]) as first, np.load(exports[1]) as second:
+        for name in first.files:
+            if name.startswith("codes."):
+                assert np.array_equal(first[name], second[name]), name
