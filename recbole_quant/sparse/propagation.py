@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from recbole_quant.packed.threads import run_ranges
 from recbole_quant.sparse import kernels
@@ -191,6 +192,7 @@ class _SparseMatmul(torch.autograd.Function):
         return adj.matmul(x)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         return ctx.adj.transpose().matmul(grad), None
 
@@ -234,6 +236,7 @@ class _LightGCNLayerMean(torch.autograd.Function):
         return total
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         adj, n_layers = ctx.adj.transpose(), ctx.n_layers
         scaled = grad.contiguous() / (n_layers + 1)  # what the mean hands each layer
@@ -273,6 +276,11 @@ class _LightGCNRows(torch.autograd.Function):
     ``R`` itself). Backward: the upstream gradient is zero off ``R``, so the first Horner step
     is a scatter over ``R``'s entries (:func:`~recbole_quant.sparse.kernels.scatter_rows_blocks`);
     the following ones are full products.
+
+    The small per-batch steps (picking rows, the mean, adding rows) are single-threaded NumPy
+    on purpose: each parallel torch op waits for its whole thread team, and on a busy machine
+    a 0.2 ms ``index_add_`` took ~100 ms with 2 threads (measured while 3 other engineers
+    ran jobs on the same 2 cores).
     """
 
     @staticmethod
@@ -285,7 +293,7 @@ class _LightGCNRows(torch.autograd.Function):
         needed = [rows_np]
         for _ in range(n_layers - 1):
             needed.append(adj.neighborhood(needed[-1]))
-        picked = [ego[rows]]
+        total = ego.numpy()[rows_np]  # running sum of the layers at R, in order E0, E1, ..
         layer = ego
         for step in range(1, n_layers + 1):
             out = adj.scratch(step % 2, ego)  # never the buffer being read
@@ -294,29 +302,30 @@ class _LightGCNRows(torch.autograd.Function):
                 adj.matmul(layer, out=out)  # cheaper than walking a list of most rows
             else:
                 adj.matmul_rows(layer, need, out)
-            picked.append(out[rows])
+            total += out.numpy()[rows_np]
             layer = out
-        return torch.stack(picked, dim=0).mean(dim=0)
+        total /= total.dtype.type(n_layers + 1)
+        return torch.from_numpy(total)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         adj, n_layers, rows_np = ctx.adj, ctx.n_layers, ctx.rows_np
-        scaled_rows = grad.contiguous() / (n_layers + 1)  # what the mean hands each layer
-        rows = torch.from_numpy(rows_np)
-        full = (adj.n, grad.shape[1])
-        # a = S + A^T S, S = scaled_rows on R and 0 elsewhere (a scatter over R's entries)
-        if n_layers > 1:
-            a = adj.scratch(2, torch.empty((), dtype=grad.dtype).expand(full)).zero_()
-        else:
-            a = torch.zeros(full, dtype=grad.dtype)
-        adj.scatter_transpose(rows_np, scaled_rows, a)
-        a.index_add_(0, rows, scaled_rows)
+        # what the mean hands each layer
+        upstream = grad.detach().contiguous().numpy()
+        scaled = upstream / upstream.dtype.type(n_layers + 1)
+        full = torch.empty((), dtype=grad.dtype).expand(adj.n, grad.shape[1])
+        # a = S + A^T S, S = scaled on R and 0 elsewhere (a scatter over R's entries)
+        a = adj.scratch(2, full) if n_layers > 1 else torch.empty(full.shape, dtype=grad.dtype)
+        a.numpy().fill(0)
+        adj.scatter_transpose(rows_np, torch.from_numpy(scaled), a)
+        a.numpy()[rows_np] += scaled  # rows are distinct: plain fancy-index add is exact
         transposed = adj.transpose()
         for step in range(n_layers - 1):  # a <- S + A^T a
             last = step == n_layers - 2
             out = torch.empty_like(a) if last else adj.scratch(3 + step % 2, a)
             transposed.matmul(a, out=out)
-            out.index_add_(0, rows, scaled_rows)
+            out.numpy()[rows_np] += scaled
             a = out
         return a, None, None, None
 
