@@ -187,7 +187,11 @@ def main():
     it = iter(train_data)
     for _ in range(args.batches + 1):
         start = time.perf_counter()
-        batch = next(it)
+        batch = next(it, None)
+        if batch is None:
+            print(f"error: the training data has fewer than --batches + 1 = {args.batches + 1} "
+                  "batches; lower --batches or --train_batch_size", file=sys.stderr)
+            return 2
         loader_s.append(time.perf_counter() - start)
         batches.append(batch)
     check_batch, batches = batches[0], batches[1:]
