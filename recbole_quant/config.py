@@ -130,6 +130,8 @@ def _recbole_known_keys():
     )
 
     keys |= set(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
+    # what RecBole's run_recboles puts into the config dict of a distributed run
+    keys |= {"world_size", "ip", "port", "nproc", "offset"}
     return frozenset(keys)
 
 
