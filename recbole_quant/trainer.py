@@ -95,8 +95,15 @@ class SafeCheckpointMixin:
         self.start_epoch = state["epoch"] + 1
         self.cur_step = state["cur_step"]
         self.best_valid_score = state["best_valid_score"]
-        self._load_model_state(state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self._load_model_state(state)
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(
+                f"{resume_file} does not fit the model built from this config (a different "
+                f"embedding_size, bits, dataset split or learner?). Resume with the options it "
+                f"was trained with. Detail: {str(err).splitlines()[0]}"
+            ) from None
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     @torch.no_grad()

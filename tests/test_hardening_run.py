@@ -228,6 +228,9 @@ def test_resume_of_another_dataset_or_missing_file_is_clear(trained, toy, capsys
     assert "Checkpoint not found: nosuch.pth" in capsys.readouterr().err
     assert cli_main(cli_args(toy, f"--resume={trained}", model="BPR")) == 2
     assert "holds a HQGNN model, not BPR" in capsys.readouterr().err
+    assert cli_main(cli_args(toy, f"--resume={trained}", "--embedding_size=8")) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the model built from this config" in err and "Traceback" not in err
 
 
 def test_resume_with_nothing_left_tests_the_checkpoint(trained, toy):
