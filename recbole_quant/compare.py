@@ -161,6 +161,11 @@ def compare(
         "results", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     title = f"{', '.join(models)} on {dataset}"
+    if bits:
+        fixed = sorted({name for name, _ in runs if not getattr(get_model(name), "bit_width_key", None)})
+        if fixed:  # bits per coordinate: HashGNN's code length is code_length, not bits
+            print(f"--bits={','.join(map(str, bits))} (bits per coordinate) does not apply to "
+                  f"{', '.join(fixed)}: each runs once.", flush=True)
     rows, paths, primary = [], {}, None
     for index, (name, overrides) in enumerate(runs, start=1):
         start = time.perf_counter()

@@ -33,7 +33,7 @@ def test_model_entries_carry_their_own_options():
         plan_runs(["HQGNN:ste"])
 
 
-def test_two_model_comparison_on_tiny_dataset(tmp_path):
+def test_two_model_comparison_on_tiny_dataset(tmp_path, capsys):
     data_path = make_toy_benchmark(tmp_path / "data")
     rows, paths = compare(
         ["HQGNN", "BPR"],
@@ -43,6 +43,7 @@ def test_two_model_comparison_on_tiny_dataset(tmp_path):
         out_dir=str(tmp_path / "report"),
     )
     assert [(r["model"], r["bits"]) for r in rows] == [("HQGNN", 1), ("HQGNN", 2), ("BPR", 32)]
+    assert "--bits=1,2 (bits per coordinate) does not apply to BPR: each runs once." in capsys.readouterr().out
     for row in rows:
         assert row["error"] == ""
         assert 0 <= row["recall@20"] <= 1 and row["epochs"] == 2
