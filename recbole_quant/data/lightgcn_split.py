@@ -19,6 +19,7 @@ and valid are disjoint.
 
 import os
 import re
+import tempfile
 
 import numpy as np
 
@@ -120,12 +121,19 @@ def split_validation(train_rows, valid_ratio, seed):
 def _write_inter(path, rows):
     users = np.concatenate([np.full(len(v), u, dtype=np.int64) for u, v in rows.items()] or [np.empty(0, np.int64)])
     items = np.concatenate(list(rows.values()) or [np.empty(0, np.int64)])
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(HEADER)
-        if len(users):
-            np.savetxt(f, np.stack([users, items], axis=1), fmt="%d", delimiter="\t")
-    os.replace(tmp, path)  # a crash never leaves half a file under the final name
+    # a fresh temporary name in the same folder, then rename: a crash never leaves half a
+    # file under the final name, and no file of the user's is clobbered
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".inter", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(HEADER)
+            if len(users):
+                np.savetxt(f, np.stack([users, items], axis=1), fmt="%d", delimiter="\t")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return len(users)
 
 
