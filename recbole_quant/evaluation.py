@@ -1,8 +1,9 @@
 """Fast full-sort evaluation feeding RecBole's own metric classes.
 
 RecBole's ``Collector`` builds, per evaluation batch, a dense ``[B, n_items]`` positives matrix
-just to look up which of the top-k ids are positives; on Gowalla dropping it takes a
-LightGCN test evaluation from 40.3 s to 22.4 s (``docs/results/eval.md``, rows (a) and (b)).
+just to look up which of the top-k ids are positives; on Gowalla that matrix costs more
+than the scores themselves (``docs/results/eval.md`` measures LightGCN with RecBole's
+collector and with the sparse one, rows (a) and (b)).
 Two pieces here:
 
 * :class:`SparseCollector` -- RecBole's Collector with the ``rec.topk`` / ``rec.items``
