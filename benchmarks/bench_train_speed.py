@@ -225,8 +225,13 @@ def main():
         "torch": lambda: propagation_torch(stock, x, rows, upstream),
         "fast": lambda: propagation_fast(csr, n_layers, x, rows, upstream),
     }
+    products = {
+        "torch": lambda: torch.sparse.mm(stock.norm_adj_matrix, x),
+        "fast": lambda: csr.matmul(x),
+    }
     step_s = {name: [] for name in models}
     prop_s = {name: [] for name in propagations}
+    product_s = {name: [] for name in products}
     floor_s = []
     stream()
     for r in range(args.rounds):
@@ -237,6 +242,7 @@ def main():
             step_s[name].append(total / len(batches))
         for name in (["torch", "fast"] if order[0] == "stock" else ["fast", "torch"]):
             prop_s[name].append(timed(propagations[name]))
+            product_s[name].append(timed(products[name]))
         floor_s.append(statistics.median(timed(stream) for _ in range(5)))
 
     stream_ms = median_ms(floor_s)
@@ -249,6 +255,12 @@ def main():
         f"per batch (2 x {n_layers} products): {floor_ms:.2f} ms"
     )
     torch_ms, fast_ms = median_ms(prop_s["torch"]), median_ms(prop_s["fast"])
+    product_torch, product_fast = median_ms(product_s["torch"]), median_ms(product_s["fast"])
+    print(
+        f"one full product A @ x, forward only: torch.sparse.mm {product_torch:.1f} ms, fast "
+        f"{product_fast:.1f} ms ({product_torch / product_fast:.1f}x; "
+        f"{product_fast / stream_ms:.2f}x the streaming pass)"
+    )
     print(
         f"propagation forward+backward per batch ({len(rows):,} distinct batch rows): "
         f"RecBole (torch.sparse.mm, stack, mean) {torch_ms:.1f} ms, fast (lightgcn_rows) "
