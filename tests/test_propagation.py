@@ -238,6 +238,9 @@ def test_ml100k_lightgcn_propagation_matches_torch(ml100k_adjacency):
     mean = fast.layer_mean(ego)
     assert torch.allclose(mean, torch.stack(layers_ref).mean(dim=0), rtol=RTOL, atol=ATOL)
     assert torch.allclose(mean, slow.layer_mean(ego), rtol=RTOL, atol=ATOL)
+    picked = torch.unique(rows)
+    assert torch.allclose(fast.layer_mean_rows(ego, picked), mean[picked], rtol=RTOL, atol=ATOL)
+    assert torch.allclose(slow.layer_mean_rows(ego, picked), mean[picked], rtol=RTOL, atol=ATOL)
     for y, y_ref in zip(layers, layers_ref):
         assert torch.allclose(y, y_ref, rtol=RTOL, atol=ATOL)
     assert grad.abs().max() > 0

@@ -17,6 +17,7 @@ from recbole_quant.sparse import (
     CSRAdjacency,
     fast_propagation_enabled,
     lightgcn_layer_mean,
+    lightgcn_rows,
     sparse_matmul,
 )
 
@@ -116,6 +117,17 @@ class LightGCNPropagation(nn.Module):
         if csr is not None:
             return lightgcn_layer_mean(csr, ego, self.n_layers)
         return torch.stack(self(ego), dim=0).mean(dim=0)
+
+    def layer_mean_rows(self, ego, rows):
+        """``self.layer_mean(ego)[rows]`` for sorted distinct ``rows`` (``torch.unique``).
+
+        For training: BPR reads only the batch's users and items, and on the fast path only
+        what those rows need is computed (:func:`recbole_quant.sparse.lightgcn_rows`).
+        """
+        csr = self._fast_csr(ego)
+        if csr is not None:
+            return lightgcn_rows(csr, ego, self.n_layers, rows)
+        return self.layer_mean(ego)[rows]
 
 
 # ---------------------------------------------------------------------------------------
