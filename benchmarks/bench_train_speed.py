@@ -261,6 +261,13 @@ def main():
         f"{product_fast:.1f} ms ({product_torch / product_fast:.1f}x; "
         f"{product_fast / stream_ms:.2f}x the streaming pass)"
     )
+    ball = csr.neighborhood(rows.numpy())
+    degree = np.diff(csr.indptr)
+    print(
+        f"batch rows: {len(rows):,} distinct nodes holding {degree[rows.numpy()].sum() / csr.nnz:.0%} "
+        f"of the entries; with their neighbours {len(ball):,} nodes ({len(ball) / csr.n:.0%}), "
+        f"{degree[ball].sum() / csr.nnz:.0%} of the entries"
+    )
     print(
         f"propagation forward+backward per batch ({len(rows):,} distinct batch rows): "
         f"RecBole (torch.sparse.mm, stack, mean) {torch_ms:.1f} ms, fast (lightgcn_rows) "
