@@ -256,6 +256,19 @@ class Config(RecBoleConfig):
         for path in plugin_property_files(model):
             self._update_internal_config_dict(path)
 
+    def _init_device(self):
+        # A worker of a multi-process run (config_dict carries its local_rank): RecBole would
+        # ask for nccl and a GPU; recbole_quant.distributed picks gloo on CPU.
+        cfg = self.final_config_dict
+        if "local_rank" not in cfg:
+            return super()._init_device()
+        from recbole_quant import distributed
+
+        gpu_id = cfg["gpu_id"]
+        cfg["gpu_id"] = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+        os.environ["CUDA_VISIBLE_DEVICES"] = cfg["gpu_id"]
+        distributed.init_process_group(cfg)
+
     def _set_default_parameters(self):
         given_data_path = self.external_config_dict.get("data_path")
         super()._set_default_parameters()

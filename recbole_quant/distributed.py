@@ -54,12 +54,43 @@ def is_distributed(config):
     return not config["single_spec"]
 
 
+def is_worker(config):
+    """True in a process started by :func:`launch` (its config carries ``local_rank``)."""
+    return "local_rank" in (config.variable_config_dict or {})
+
+
+def world_size(config):
+    return config["world_size"] if is_distributed(config) else 1
+
+
+def count_ranks(config):
+    """How many ranks reached this point (an all-reduce of ones): proof they all ran."""
+    if not is_distributed(config):
+        return 1
+    ones = torch.ones(1)
+    dist.all_reduce(ones)
+    return int(ones.item())
+
+
+def quiet_logger():
+    """Ranks other than 0 log nothing but errors, and write no log file (as RecBole)."""
+    import logging
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.ERROR)
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR)
+
+
 def is_rank_zero(config):
     return config["single_spec"] or config["local_rank"] + config["offset"] == 0
 
 
 def launch_settings(config_dict):
-    """``(nproc, world_size, ip, port, offset)`` from a config dict, checked, or None for one process."""
+    """``(nproc, world_size, ip, port, offset)`` from a config, checked, or None for one process."""
+    if not isinstance(config_dict, dict):  # a Config: RecBole's defaults lack these keys
+        config_dict = {k: config_dict[k] for k in DISTRIBUTED_KEYS if config_dict[k] is not None}
     nproc = _int(config_dict.get("nproc", 1), "nproc", low=1)
     world_size = _int(config_dict.get("world_size", -1), "world_size", low=-1)
     if nproc == 1 and world_size <= 0:
@@ -96,11 +127,12 @@ def free_port():
 
 
 # --------------------------------------------------------------------------- launching
-def launch(run_kwargs, settings):
+def launch(run_kwargs, settings, config):
     """Run ``run_recbole_quant(**run_kwargs)`` in ``nproc`` processes; rank 0's result.
 
-    The result comes back as a plain dict (JSON-able values: metrics, timings, paths,
-    storage as a dict); the Config and model objects stay in the workers.
+    The result comes back from rank 0 as JSON text (metrics, timings, paths, storage); the
+    launching process adds its own ``config`` (the workers' differs only in rank and device)
+    and rebuilds the storage report. ``None`` on a machine that holds no rank 0.
     """
     import torch.multiprocessing as mp
 
@@ -108,11 +140,19 @@ def launch(run_kwargs, settings):
     config_dict = dict(run_kwargs.get("config_dict") or {})
     config_dict.update(nproc=nproc, world_size=world_size, ip=ip, port=port, offset=offset)
     run_kwargs = dict(run_kwargs, config_dict=config_dict)
+    # RecBole's ensure_dir checks, then creates: ranks starting together would race on it
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
     queue = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_worker, args=(run_kwargs, queue), nprocs=nproc, join=True)
     if queue.empty():
         return None  # this machine holds no rank 0 (offset > 0)
-    return json.loads(queue.get())
+    result = json.loads(queue.get())
+    if result.get("storage") is not None:
+        from recbole_quant.packed import StorageReport
+
+        result["storage"] = StorageReport(**result["storage"])
+    result["config"] = config
+    return result
 
 
 def _worker(local_rank, run_kwargs, queue):

@@ -19,6 +19,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.utils import create_samplers, get_dataloader, save_split_dataloaders
 from recbole.utils import ModelType, dict2str, get_local_time, init_logger, init_seed, set_color
 
+from recbole_quant import distributed
 from recbole_quant.checkpoint import reserve_file_name
 from recbole_quant.config import Config
 from recbole_quant.data.checks import check_dataset_files
@@ -51,10 +52,11 @@ def load_data(config):
             f"RecBole could not load dataset '{config['dataset']}' from "
             f"{config['data_path']}: {type(err).__name__}: {err}"
         ) from err
-    if trusted:
-        train_data, valid_data, test_data = data_preparation(config, dataset)
-    else:
-        train_data, valid_data, test_data = _build_loaders(config, dataset)
+    with distributed.full_loaders(config):  # every rank draws the same global batches
+        if trusted:
+            train_data, valid_data, test_data = data_preparation(config, dataset)
+        else:
+            train_data, valid_data, test_data = _build_loaders(config, dataset)
     return dataset, train_data, valid_data, test_data
 
 
@@ -134,9 +136,20 @@ def run_recbole_quant(
         cmd_args=list(cmd_args),
     )
     _check_epochs(config)
+    settings = None if distributed.is_worker(config) else distributed.launch_settings(config)
+    if settings is not None:  # --nproc / --world_size: this process launches the workers
+        return distributed.launch(
+            dict(model=model, dataset=dataset, config_file_list=config_file_list,
+                 config_dict=config_dict, saved=saved, cmd_args=list(cmd_args)),
+            settings,
+            config,
+        )
     _init_seed(config, config["seed"])
     _close_log_handlers()  # see _close_log_handlers: RecBole's init_logger needs a clean root
-    _init_logger(config)
+    if distributed.is_rank_zero(config):
+        _init_logger(config)
+    else:
+        distributed.quiet_logger()
     logger = getLogger()
     logger.info(config)
 
@@ -144,7 +157,9 @@ def run_recbole_quant(
     logger.info(dataset_obj)
     _check_topk(config, dataset_obj)
 
-    _init_seed(config, config["seed"] + config["local_rank"])
+    # RecBole seeds seed + local_rank here; every rank must draw the same negatives (the split
+    # is exact, see recbole_quant.distributed) and DDP copies rank 0's weights anyway
+    _init_seed(config, config["seed"])
     model_obj = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
 
@@ -165,6 +180,7 @@ def run_recbole_quant(
         _close_log_handlers()
         raise TrainingInterrupted(_interrupted_message(config, trainer, saved)) from None
     fit_seconds = perf_counter() - start
+    distributed.barrier(config)  # rank 0 has written the best checkpoint
 
     start = perf_counter()
     test_result = trainer.evaluate(
@@ -198,7 +214,10 @@ def run_recbole_quant(
         "n_users": dataset_obj.user_num,
         "n_items": dataset_obj.item_num,
         "config": config,
+        "world_size": distributed.world_size(config),
+        "ranks_ran": distributed.count_ranks(config),
     }
+    distributed.shutdown(config)
     _close_log_handlers()
     return result
 

@@ -23,6 +23,7 @@ the best checkpoint saved so far stays on disk and is never replaced by diverged
 
 import itertools
 import math
+import os
 import time
 
 import torch
@@ -37,6 +38,7 @@ from recbole_quant.checkpoint import (
     reserve_checkpoint_name,
     save_atomic,
 )
+from recbole_quant.distributed import SlicedBatchMixin, broadcast_text, is_distributed, is_rank_zero
 from recbole_quant.errors import CheckpointError, TrainingDivergedError
 from recbole_quant.evaluation import PackedEvalMixin, SparseCollector
 from recbole_quant.registry import is_plugin_model
@@ -48,6 +50,12 @@ class SafeCheckpointMixin:
         super().__init__(config, model)
         self._name_reserved = False
         self.saved_epoch = None  # epoch of the checkpoint on disk (None: nothing saved yet)
+        if is_distributed(config):
+            # rank 0 reserves the name now and tells the others, which load it for testing
+            # (a collective: every rank is here at the same point)
+            reserved = reserve_checkpoint_name(self.saved_model_file) if is_rank_zero(config) else None
+            self.saved_model_file = broadcast_text(reserved, config)
+            self._name_reserved = True
 
     def _reserve_name(self):
         if not self._name_reserved:
@@ -89,6 +97,10 @@ class SafeCheckpointMixin:
                 f"{resume_file} was trained on dataset {state['dataset']!r}, not "
                 f"{self.config['dataset']!r}: resume it with --dataset={state['dataset']}."
             )
+        placeholder = self.saved_model_file if self._name_reserved else None
+        if placeholder and placeholder != str(resume_file) and is_rank_zero(self.config):
+            if os.path.isfile(placeholder) and os.path.getsize(placeholder) == 0:
+                os.remove(placeholder)  # the name reserved at start-up is not needed
         self.saved_model_file = str(resume_file)
         self.saved_epoch = state["epoch"]
         self._name_reserved = True  # continue writing the resumed file
@@ -208,6 +220,7 @@ class QuantTrainer(
     DivergenceGuardMixin,
     EpochTimerMixin,
     EpochHookMixin,
+    SlicedBatchMixin,
     SparseCollectorMixin,
     SafeCheckpointMixin,
     PackedEvalMixin,
@@ -224,6 +237,8 @@ class QuantTrainer(
       the epoch's measured time;
     * ``EpochTimerMixin`` before ``EpochHookMixin``: the hook's work (a Hessian refresh)
       counts in the epoch's time;
+    * ``EpochHookMixin`` before ``SlicedBatchMixin``: the hook sees the whole global batch
+      stream on every rank; the slicing (multi-process runs only) wraps just the loss;
     * ``SafeCheckpointMixin`` before ``PackedEvalMixin``: its ``evaluate`` loads the best
       checkpoint, then hands over to the packed path;
     * ``PackedEvalMixin`` before RecBole's ``Trainer``: it overrides ``_full_sort_batch_eval``
@@ -268,6 +283,7 @@ def get_trainer(config, model_class):
         return base
     return type(
         base.__name__,
-        (DivergenceGuardMixin, EpochTimerMixin, SparseCollectorMixin, SafeCheckpointMixin, base),
+        (DivergenceGuardMixin, EpochTimerMixin, SlicedBatchMixin, SparseCollectorMixin,
+         SafeCheckpointMixin, base),
         {"__doc__": base.__doc__},
     )
