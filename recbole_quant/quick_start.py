@@ -29,6 +29,7 @@ from recbole_quant.errors import (
     RecboleQuantError,
     TrainingInterrupted,
 )
+from recbole_quant.sparse.baselines import apply_fast_propagation
 from recbole_quant.trainer import get_trainer
 
 
@@ -161,6 +162,8 @@ def run_recbole_quant(
     # is exact, see recbole_quant.distributed) and DDP copies rank 0's weights anyway
     _init_seed(config, config["seed"])
     model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    if apply_fast_propagation(config, model_obj):  # RecBole's LightGCN / NGCF, same maths
+        logger.info("fast_propagation: RecBole's graph products run on recbole_quant.sparse")
     logger.info(model_obj)
 
     trainer = get_trainer(config, config.model_class)(config, model_obj)
