@@ -83,3 +83,13 @@ def integer_list(config, key, low=1, example="[10, 5]"):
     ):
         raise _invalid(key, value, f"a non-empty list of integers >= {low}, e.g. {example}")
     return list(value)
+
+
+def optional_path(config, key):
+    """``config[key]`` as a file path, or None for ``~`` (the file itself is read later)."""
+    value = config[key]
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid(key, value, "a file path, or ~")
+    return value

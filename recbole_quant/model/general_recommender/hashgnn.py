@@ -47,6 +47,7 @@ from recbole_quant.errors import ConfigValueError
 from recbole_quant.model import options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr
+from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.model.layers import (
     BipartiteSage,
     LightGCNPropagation,
@@ -98,6 +99,7 @@ class HashGNN(QuantizedRecommender):
             rec_weight=options.number(config, "rec_weight", 0),
             logit_scale=options.number(config, "logit_scale", 0, strict=True),
             neg_per_pos=cls._negatives_per_positive(config),
+            pretrained_checkpoint=options.optional_path(config, "pretrained_checkpoint"),
         )
         try:
             read["schedule"] = BetaSchedule(config["beta_step"], config["beta_period"])
@@ -181,8 +183,12 @@ class HashGNN(QuantizedRecommender):
         # storage variables for full sort evaluation acceleration (dropped in train mode)
         self._tables = None
 
-        # parameters initialization
+        # parameters initialization (ID tables from a warm start if given, e.g. a LightGCN)
         self.apply(xavier_normal_initialization)
+        if self.pretrained_checkpoint:
+            load_layer0_tables(
+                self.pretrained_checkpoint, config, self.user_embedding, self.item_embedding
+            )
         self._check_budget(config)
 
     def _check_budget(self, config):

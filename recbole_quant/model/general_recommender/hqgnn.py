@@ -27,6 +27,7 @@ from recbole_quant.model import options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
+from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quantization import HessianDeltaEstimator, UniformQuantizer, hessian_statistics
 
@@ -64,6 +65,7 @@ class HQGNN(QuantizedRecommender):
             hessian_batches=options.integer(config, "hessian_batches", 1),
             hessian_refresh=options.integer(config, "hessian_refresh", 1),
             warmup_epochs=options.integer(config, "warmup_epochs", 0),
+            pretrained_checkpoint=options.optional_path(config, "pretrained_checkpoint"),
             # ~ = by width: centring pays at 1 bit (one threshold per table) but removes the
             # shared popularity direction from the scores, which costs quality at b >= 2
             # (docs/results/ml100k.md)
@@ -85,6 +87,10 @@ class HQGNN(QuantizedRecommender):
         # parameters initialization (as RecBole's LightGCN)
         nn.init.xavier_uniform_(self.user_embedding.weight)
         nn.init.xavier_uniform_(self.item_embedding.weight)
+        if self.pretrained_checkpoint:  # warm start, e.g. from a converged LightGCN
+            load_layer0_tables(
+                self.pretrained_checkpoint, config, self.user_embedding, self.item_embedding
+            )
         if self.grad_estimator == "gste" and self.fixed_delta is not None:
             self.user_quantizer.set_delta(self.fixed_delta)
             self.item_quantizer.set_delta(self.fixed_delta)

@@ -50,22 +50,19 @@ import torch
 import torch.nn as nn
 from recbole.utils import InputType
 
-from recbole_quant.errors import CheckpointError, ConfigValueError
+from recbole_quant.errors import ConfigValueError
 from recbole_quant.model import options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
 from recbole_quant.packed import PackedPredictor
+from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.quantization import ScaledSign, TanhSign, TemperatureSchedule
-from recbole_quant.checkpoint import load_checkpoint
 
 # variant -> (estimator, anneal) used when those keys are ~ (None)
 VARIANT_DEFAULTS = {"base": ("ste", "none"), "anl": ("gaussian", "two_stage")}
 ESTIMATORS = ("ste", "gaussian")
 ANNEALS = ("two_stage", "tanh_temperature", "none")
-# checkpoints whose layer-0 tables can start an L2QGCN
-PRETRAINED_MODELS = ("L2QGCN", "LightGCN")
-_EMBEDDING_KEYS = ("user_embedding.weight", "item_embedding.weight")
 
 
 class L2QGCN(QuantizedRecommender):
@@ -89,7 +86,7 @@ class L2QGCN(QuantizedRecommender):
         default_estimator, default_anneal = VARIANT_DEFAULTS[variant]
         anneal = options.choice(config, "anneal", ANNEALS, none_means=default_anneal)
         warmup_epochs = options.integer(config, "warmup_epochs", 0)
-        pretrained_checkpoint = config["pretrained_checkpoint"]
+        pretrained_checkpoint = options.optional_path(config, "pretrained_checkpoint")
         schedule = None
         if anneal == "tanh_temperature":
             try:
@@ -149,7 +146,9 @@ class L2QGCN(QuantizedRecommender):
         nn.init.normal_(self.user_embedding.weight, std=self.init_std)
         nn.init.normal_(self.item_embedding.weight, std=self.init_std)
         if self.pretrained_checkpoint:
-            self._load_pretrained(str(self.pretrained_checkpoint), config)
+            load_layer0_tables(
+                self.pretrained_checkpoint, config, self.user_embedding, self.item_embedding
+            )
 
     def _layer_weights(self):
         """``w_l`` for l = 0..L: [G] float32."""
@@ -157,35 +156,6 @@ class L2QGCN(QuantizedRecommender):
         if self.layer_weighting == "linear":
             return torch.arange(1, n + 1, dtype=torch.float32) / n
         return torch.full((n,), 1.0 / n)
-
-    def _load_pretrained(self, path, config):
-        """Copy the layer-0 tables of an L2QGCN or LightGCN checkpoint (same dataset and d)."""
-        state = load_checkpoint(path)  # CheckpointError: missing, damaged, not ours
-        source = state.get("model")
-        if source not in PRETRAINED_MODELS:
-            raise CheckpointError(
-                f"pretrained_checkpoint={path} holds a {source} model: it must be a checkpoint "
-                f"of {' or '.join(PRETRAINED_MODELS)} (layer-0 user/item embedding tables)."
-            )
-        if state.get("dataset") != config["dataset"]:
-            raise CheckpointError(
-                f"pretrained_checkpoint={path} was trained on dataset {state.get('dataset')!r}, "
-                f"not {config['dataset']!r}: its user/item ids do not match."
-            )
-        weights = state["state_dict"]
-        for key, table in zip(_EMBEDDING_KEYS, (self.user_embedding, self.item_embedding)):
-            if key not in weights:
-                raise CheckpointError(f"pretrained_checkpoint={path} has no {key}.")
-            if tuple(weights[key].shape) != tuple(table.weight.shape):
-                raise CheckpointError(
-                    f"pretrained_checkpoint={path}: {key} has shape {tuple(weights[key].shape)}, "
-                    f"this model needs {tuple(table.weight.shape)} (same dataset and split, "
-                    f"embedding_size={self.latent_dim})."
-                )
-        with torch.no_grad():
-            self.user_embedding.weight.copy_(weights[_EMBEDDING_KEYS[0]])
-            self.item_embedding.weight.copy_(weights[_EMBEDDING_KEYS[1]])
-        self.logger.info(f"L2QGCN: layer-0 embeddings loaded from {source} checkpoint {path}")
 
     # -- stages ----------------------------------------------------------------------------
     def stage_at(self, epoch_idx):

@@ -1,0 +1,68 @@
+"""Warm starts: layer-0 user/item tables of a trained checkpoint start a quantized model.
+
+One full-precision model feeds every quantized one: a converged LightGCN (RecBole's, run
+through recbole_quant so its checkpoint is safe to load) -- or a plugin model with the same
+tables -- starts HQGNN, L2QGCN and HashGNN (``pretrained_checkpoint``). The checkpoint is
+read with ``weights_only=True`` (:func:`recbole_quant.checkpoint.load_checkpoint`); one of
+another dataset, or whose tables do not have this model's shape, is refused with a message
+that says what differs.
+"""
+
+from logging import getLogger
+
+import torch
+
+from recbole_quant.checkpoint import load_checkpoint
+from recbole_quant.errors import CheckpointError
+
+# checkpoints that hold layer-0 tables under these names
+WARM_START_MODELS = ("LightGCN", "HQGNN", "L2QGCN", "HashGNN")
+EMBEDDING_KEYS = ("user_embedding.weight", "item_embedding.weight")
+
+
+def load_layer0_tables(path, config, user_table, item_table, size_key="embedding_size"):
+    """Copy the checkpoint's user and item layer-0 tables into ``user_table`` / ``item_table``.
+
+    Args:
+        path (str): a recbole_quant checkpoint (``saved/<Model>-<time>.pth``).
+        config: the run's Config (its ``model`` and ``dataset`` are checked against the file).
+        user_table, item_table (nn.Embedding): the model's layer-0 tables.
+        size_key (str): the option that sets the tables' width (named in the size error).
+
+    Raises:
+        CheckpointError: missing / damaged file, a model without such tables, another
+        dataset, or tables of another shape.
+    """
+    path = str(path)
+    state = load_checkpoint(path)  # CheckpointError: missing, damaged, not ours
+    source = state.get("model")
+    where = f"pretrained_checkpoint={path}"
+    if source not in WARM_START_MODELS:
+        raise CheckpointError(
+            f"{where} holds a {source} model: a warm start needs layer-0 user/item tables, "
+            f"from a checkpoint of {', '.join(WARM_START_MODELS)}."
+        )
+    if state.get("dataset") != config["dataset"]:
+        raise CheckpointError(
+            f"{where} was trained on dataset {state.get('dataset')!r}, not "
+            f"{config['dataset']!r}: its user/item ids do not match. Train the warm-start "
+            f"model on {config['dataset']!r} first."
+        )
+    weights = state["state_dict"]
+    for key, table in zip(EMBEDDING_KEYS, (user_table, item_table)):
+        if key not in weights:
+            raise CheckpointError(f"{where} has no {key} (its {source} has no ID embeddings).")
+        if tuple(weights[key].shape) != tuple(table.weight.shape):
+            raise CheckpointError(
+                f"{where}: {key} has shape {tuple(weights[key].shape)}, this "
+                f"{config['model']} needs {tuple(table.weight.shape)}. Use the same dataset "
+                f"split and set --{size_key}={weights[key].shape[1]}."
+            )
+    with torch.no_grad():
+        user_table.weight.copy_(weights[EMBEDDING_KEYS[0]])
+        item_table.weight.copy_(weights[EMBEDDING_KEYS[1]])
+    getLogger().info(
+        f"{config['model']}: layer-0 embeddings loaded from {source} checkpoint {path} "
+        f"(epoch {state.get('epoch')})"
+    )
+    return source

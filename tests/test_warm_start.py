@@ -1,0 +1,80 @@
+"""One full-precision model feeds every quantized one (pretrained_checkpoint)."""
+
+import os
+
+import pytest
+import torch
+
+from conftest import FAST_RUN
+from helpers import make_toy_benchmark
+from recbole_quant import Config
+from recbole_quant.checkpoint import load_checkpoint
+from recbole_quant.errors import CheckpointError, ConfigValueError
+from recbole_quant.quick_start import load_data, run_recbole_quant
+
+
+def _config(data_path, dataset="toy", **extra):
+    return dict(FAST_RUN, data_path=data_path, topk=[5], valid_metric="Recall@5", **extra)
+
+
+@pytest.fixture(scope="module")
+def lightgcn(tmp_path_factory):
+    root = tmp_path_factory.mktemp("warm")
+    data_path = make_toy_benchmark(root)
+    make_toy_benchmark(root, name="other", seed=1)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = run_recbole_quant(
+            model="LightGCN", dataset="toy", config_dict=_config(data_path, embedding_size=16)
+        )
+    finally:
+        os.chdir(cwd)
+    return data_path, os.path.join(root, result["checkpoint"])
+
+
+def _build(data_path, model, dataset="toy", **options):
+    config = Config(model=model, dataset=dataset, config_dict=_config(data_path, **options),
+                    cmd_args=[])
+    _, train_data, _, _ = load_data(config)
+    return config.model_class(config, train_data._dataset)
+
+
+@pytest.mark.parametrize(
+    "model, options",
+    [
+        ("HQGNN", {"embedding_size": 16}),
+        ("HashGNN", {"embedding_size": 16}),
+        ("HashGNN", {"embedding_size": 16, "encoder": "lightgcn"}),
+        ("L2QGCN", {"embedding_size": 16, "variant": "anl"}),
+    ],
+)
+def test_lightgcn_checkpoint_starts_every_quantized_model(lightgcn, model, options):
+    data_path, path = lightgcn
+    built = _build(data_path, model, pretrained_checkpoint=path, **options)
+    weights = load_checkpoint(path)["state_dict"]
+    assert torch.equal(built.user_embedding.weight.detach(), weights["user_embedding.weight"])
+    assert torch.equal(built.item_embedding.weight.detach(), weights["item_embedding.weight"])
+    cold = _build(data_path, model, **options)
+    assert not torch.equal(cold.user_embedding.weight.detach(), weights["user_embedding.weight"])
+
+
+def test_warm_started_hqgnn_trains_and_tests(lightgcn):
+    data_path, path = lightgcn
+    result = run_recbole_quant(
+        model="HQGNN", dataset="toy",
+        config_dict=_config(data_path, embedding_size=16, pretrained_checkpoint=path),
+    )
+    assert result["test_result"]["recall@5"] >= 0
+
+
+def test_checkpoint_of_another_size_or_dataset_is_refused(lightgcn):
+    data_path, path = lightgcn
+    with pytest.raises(CheckpointError, match=r"set --embedding_size=16"):
+        _build(data_path, "HQGNN", pretrained_checkpoint=path, embedding_size=32)
+    with pytest.raises(CheckpointError, match="trained on dataset 'toy', not 'other'"):
+        _build(data_path, "HashGNN", dataset="other", pretrained_checkpoint=path, embedding_size=16)
+    with pytest.raises(CheckpointError, match="not found"):
+        _build(data_path, "HQGNN", pretrained_checkpoint=path + ".missing", embedding_size=16)
+    with pytest.raises(ConfigValueError, match="pretrained_checkpoint"):
+        _build(data_path, "HQGNN", pretrained_checkpoint=3, embedding_size=16)
