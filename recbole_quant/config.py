@@ -36,6 +36,7 @@ from recbole_quant.errors import ConfigFileError, ConfigValueError, UnknownOptio
 from recbole_quant.registry import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
+PRESETS_DIR = os.path.join(PROPERTIES_DIR, "presets")
 BENCHMARK_PARTS = ("train", "valid", "test")
 BUNDLED_DATASET = "ml-100k"  # shipped inside RecBole's wheel
 
@@ -151,6 +152,34 @@ def _plugin_read_keys():
     return frozenset(keys)
 
 
+def preset_names():
+    """Names of the shipped presets (``properties/presets/<name>.yaml``)."""
+    if not os.path.isdir(PRESETS_DIR):
+        return []
+    return sorted(f[:-5] for f in os.listdir(PRESETS_DIR) if f.endswith(".yaml"))
+
+
+def preset_file(name):
+    """The yaml file of preset ``name`` (None for no preset); an unknown name lists them."""
+    if name is None:
+        return None
+    if name not in preset_names():
+        raise ConfigValueError(
+            f"Unknown preset {name!r}. Presets: {', '.join(preset_names()) or '(none)'} "
+            f"(files in {PRESETS_DIR}); or pass your own yaml with --config_files."
+        )
+    return os.path.join(PRESETS_DIR, f"{name}.yaml")
+
+
+def _preset_name(cmd_args, config_dict):
+    for arg in cmd_args:
+        if arg.startswith("--preset="):
+            value = arg.split("=", 1)[1].strip()
+            return value or None
+    value = (config_dict or {}).get("preset")
+    return None if value in (None, "") else str(value)
+
+
 def known_keys(model_name, model_class=None):
     """Keys that make sense for ``model_name``: RecBole's, the plugin's, the model's own."""
     import recbole
@@ -192,6 +221,9 @@ class Config(RecBoleConfig):
         self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None
     ):
         self._cmd_args = list(sys.argv[1:] if cmd_args is None else cmd_args)
+        preset = preset_file(_preset_name(self._cmd_args, config_dict))
+        if preset is not None:  # --preset=NAME is passing its file first in --config_files
+            config_file_list = [preset] + list(config_file_list or [])
         super().__init__(
             model=model,
             dataset=dataset,
