@@ -11,10 +11,11 @@ Input problems print ``error: message`` on stderr and exit with status 2, no tra
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 
-from recbole_quant.errors import RecboleQuantError
+from recbole_quant.errors import CheckpointError, RecboleQuantError
 
 
 class UsageError(RecboleQuantError):
@@ -38,7 +39,11 @@ def _parser():
                           "interaction of the dataset, or none")
     exp.add_argument("--model", dest="expected_model", default=None,
                      help="fail unless the checkpoint holds this model")
-    rec = sub.add_parser("recommend", help="top-k items of users, from an export file")
+    rec = sub.add_parser(
+        "recommend", help="top-k items of users, from an export file",
+        description="Items are listed by higher score; equal scores (common with short codes) "
+                    "by lower internal item id, the rule of training's evaluation too "
+                    "(docs/export.md).")
     rec.add_argument("file", help="an export written by 'export'")
     rec.add_argument("--user", action="append", required=True,
                      help="raw user token as in the dataset files (repeat for several users)")
@@ -78,6 +83,8 @@ def _export(args, extra):
         if not arg.startswith("--") or "=" not in arg:
             raise UsageError(f"Unexpected argument '{arg}': config overrides are written --key=value.")
         overrides.append(arg)
+    if not os.path.isfile(args.checkpoint):  # answered before torch and RecBole load (~20 s busy)
+        raise CheckpointError(f"Checkpoint not found: {args.checkpoint}")
     from recbole_quant.export import export_model
 
     # rebuilding the dataset and model logs RecBole's and pandas' warnings (and training

@@ -1,7 +1,7 @@
 """Make RecBole 1.2.1 run on NumPy 2.x, SciPy >= 1.13 and torch >= 2.6.
 
 RecBole 1.2.1 was released against NumPy 1.x, SciPy 1.10 and torch 2.0. On today's stack
-it breaks in three places (reproduced in ``docs/compat.md``):
+it breaks in four places (reproduced in ``docs/compat.md``):
 
 1. NumPy 2 removed the ``np.float``/``np.bool``/``np.int``/... aliases. RecBole's
    ``Config.compatibility_settings`` assigns ``np.float = np.float_`` (itself removed in
@@ -21,6 +21,15 @@ entries, listed in ``docs/compat.md``): torch's ``torch.cuda.amp.GradScaler`` Fu
 from RecBole's trainer, pandas' chained-assignment and copy warnings from RecBole's dataset
 code, torch's non-writable-array and list-of-arrays tensor warnings from RecBole's data code,
 and torch's ``torch.sparse.FloatTensor`` deprecation from RecBole's graph models.
+
+4. pandas 3 (copy-on-write): RecBole's ``Dataset._fill_nan`` fills missing values with
+   ``feat[field].fillna(..., inplace=True)``, which now fills a temporary copy and leaves
+   the frame as it was (pandas' ``ChainedAssignmentError`` warning, silenced with the rest
+   of RECBOLE_NOISE): missing float values stay NaN. Fix: :func:`_fill_nan`, the same
+   imputation assigned back to the frame (tokens -> 0, the ``[PAD]`` id; floats -> the
+   column mean; sequences -> empty arrays), which is what RecBole does on pandas 2. Applied
+   by :func:`apply_dataset_fixes` when :mod:`recbole_quant.quick_start` loads (importing
+   RecBole's dataset module here would make ``import recbole_quant`` slow).
 
 ``recbole.quick_start`` is never imported by this package: it imports ``ray`` (which needs
 ``pkg_resources``, gone from setuptools >= 82). :mod:`recbole_quant.quick_start` replaces it.
@@ -61,6 +70,7 @@ NUMPY_ALIASES = {
 }
 
 _applied = False
+_dataset_fixed = False
 
 
 def _dok_update(self, data):
@@ -87,3 +97,34 @@ def apply():
         warnings.filterwarnings("ignore", message=message, category=category)
     _applied = True
     return applied
+
+
+def _fill_nan(self):
+    """RecBole 1.2.1's ``Dataset._fill_nan`` with each filled column assigned back to its
+    frame: ``feat[field].fillna(..., inplace=True)`` fills nothing under pandas 3."""
+    from recbole.utils import FeatureType
+
+    for feat_name in self.feat_name_list:
+        feat = getattr(self, feat_name)
+        for field in feat:
+            ftype = self.field2type[field]
+            if ftype == FeatureType.TOKEN:
+                feat[field] = feat[field].fillna(value=0)
+            elif ftype == FeatureType.FLOAT:
+                feat[field] = feat[field].fillna(value=feat[field].mean())
+            else:
+                dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                feat[field] = feat[field].apply(
+                    lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x
+                )
+
+
+def apply_dataset_fixes():
+    """Patch RecBole's ``Dataset`` (fix 4) once; later calls do nothing."""
+    global _dataset_fixed
+    if _dataset_fixed:
+        return
+    from recbole.data.dataset import Dataset
+
+    Dataset._fill_nan = _fill_nan
+    _dataset_fixed = True

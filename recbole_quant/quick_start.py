@@ -5,6 +5,7 @@ the same steps with the plugin's Config, dataset checks and trainers, and return
 dict as ``run_recbole`` plus run statistics used by the comparison report.
 """
 
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -19,10 +20,11 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.utils import create_samplers, get_dataloader, save_split_dataloaders
 from recbole.utils import ModelType, dict2str, get_local_time, init_logger, init_seed, set_color
 
-from recbole_quant import distributed
+from recbole_quant import compat, distributed
 from recbole_quant.checkpoint import reserve_file_name
 from recbole_quant.config import Config
 from recbole_quant.data.checks import check_dataset_files
+from recbole_quant.model import options
 from recbole_quant.errors import (
     ConfigValueError,
     MalformedDatasetError,
@@ -30,7 +32,17 @@ from recbole_quant.errors import (
     TrainingInterrupted,
 )
 from recbole_quant.sparse.baselines import apply_fast_propagation
+from recbole_quant.summary import (
+    LOG_FILE_ONLY,
+    changed_options,
+    config_dump,
+    device_used,
+    run_summary,
+    skip_log_file_only,
+)
 from recbole_quant.trainer import get_trainer
+
+compat.apply_dataset_fixes()  # before any dataset is built (recbole_quant.compat, fix 4)
 
 
 def load_data(config):
@@ -127,7 +139,9 @@ def run_recbole_quant(
         ``train_seconds``, ``seconds_per_epoch``, ``test_eval_seconds``, ``checkpoint``,
         ``config`` (the final Config), ``n_users`` / ``n_items`` (padding included),
         ``storage`` (a :class:`recbole_quant.packed.StorageReport` for quantized models, else
-        ``None``) and ``code_width`` (bits per code dimension of a quantized model).
+        ``None``), ``code_width`` (bits per code dimension of a quantized model),
+        ``best_epoch`` (the epoch of the tested checkpoint), ``log_file`` and
+        ``tensorboard_dir``. Rank 0 also logs :func:`recbole_quant.summary.run_summary`.
     """
     config = Config(
         model=model,
@@ -137,6 +151,7 @@ def run_recbole_quant(
         cmd_args=list(cmd_args),
     )
     _check_epochs(config)
+    check_before_loading(config)  # bad options / a missing dataset: before any data loads
     settings = None if distributed.is_worker(config) else distributed.launch_settings(config)
     if settings is not None:  # --nproc / --world_size: this process launches the workers
         return distributed.launch(
@@ -145,14 +160,21 @@ def run_recbole_quant(
             settings,
             config,
         )
+    with _cpu_threads(config):
+        return _train_and_test(config, saved)
+
+
+def _train_and_test(config, saved):
+    """One process's run: log, load, train with early stopping, test, summarise."""
     _init_seed(config, config["seed"])
     _close_log_handlers()  # see _close_log_handlers: RecBole's init_logger needs a clean root
+    log_file = None
     if distributed.is_rank_zero(config):
-        _init_logger(config)
+        log_file = _init_logger(config)
     else:
         distributed.quiet_logger()
     logger = getLogger()
-    logger.info(config)
+    _log_config(config, logger, log_file)
 
     dataset_obj, train_data, valid_data, test_data = load_data(config)
     logger.info(dataset_obj)
@@ -164,7 +186,7 @@ def run_recbole_quant(
     model_obj = config.model_class(config, train_data._dataset).to(config["device"])
     if apply_fast_propagation(config, model_obj):  # RecBole's LightGCN / NGCF, same maths
         logger.info("fast_propagation: RecBole's graph products run on recbole_quant.sparse")
-    logger.info(model_obj)
+    logger.info(model_obj, extra=LOG_FILE_ONLY)
 
     trainer = get_trainer(config, config.model_class)(config, model_obj)
     if config["resume"]:
@@ -219,7 +241,11 @@ def run_recbole_quant(
         "config": config,
         "world_size": distributed.world_size(config),
         "ranks_ran": distributed.count_ranks(config),
+        "best_epoch": getattr(trainer, "saved_epoch", None) if saved else None,
+        "log_file": log_file,
+        "tensorboard_dir": _tensorboard_dir(trainer),
     }
+    logger.info(run_summary(result))  # rank 0 only: the other ranks log errors only
     distributed.shutdown(config)
     _close_log_handlers()
     return result
@@ -238,6 +264,22 @@ def _init_seed(config, seed):
     in a few codes). ``warn_only``: an op with no deterministic version warns, never fails."""
     init_seed(seed, config["reproducibility"])
     torch.use_deterministic_algorithms(bool(config["reproducibility"]), warn_only=True)
+
+
+@contextlib.contextmanager
+def _cpu_threads(config):
+    """torch's thread count (which the numba kernels follow) set to ``cpu_threads`` for the
+    run and restored after it; ``~`` leaves torch's default (one per core)."""
+    threads = config["cpu_threads"]
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_epochs(config):
@@ -264,6 +306,72 @@ def _interrupted_message(config, trainer, saved):
         f"command with --resume={quoted}; export: python -m recbole_quant export {quoted} "
         "OUT.npz"
     )
+
+
+def check_before_loading(config):
+    """Every check that needs only the config, so a mistake fails in seconds, before
+    RecBole's config dump and the dataset load: the model's own options (its
+    ``read_options``), the dataset's files (their presence and header; the rows are scanned
+    by :func:`load_data`) and the validation metric (:func:`_complete_valid_metric`)."""
+    read_options = getattr(config.model_class, "read_options", None)
+    if read_options is not None:
+        read_options(config)
+    if config["cpu_threads"] is not None:
+        options.integer(config, "cpu_threads", 1)
+    check_dataset_files(config, scan_lines=False)
+    _complete_valid_metric(config)
+
+
+def _complete_valid_metric(config):
+    """The rule for ``valid_metric`` (RecBole fails with ``KeyError: 'recall@20'`` after the
+    first epoch otherwise): it is always computed, so a cut-off missing from ``topk`` is
+    added to ``topk`` (``--topk=[10]`` with ``valid_metric: Recall@20`` reports @10 and @20)
+    and a metric missing from ``metrics`` is added to ``metrics``; a metric RecBole does not
+    know, or a malformed cut-off, is a :class:`ConfigValueError`."""
+    from recbole.evaluator.register import metrics_dict
+
+    text = str(config["valid_metric"])
+    name, at, cut = text.partition("@")
+    metrics = config["metrics"]
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if name.lower() not in metrics_dict:
+        raise ConfigValueError(
+            f"valid_metric={text!r}: RecBole has no metric '{name}'. Use one of "
+            f"{', '.join(sorted(metrics_dict))} (with @K for top-k metrics), e.g. Recall@20."
+        )
+    if name.lower() not in {m.lower() for m in metrics}:
+        config["metrics"] = metrics + [name]
+    if not at:
+        return
+    if not cut.isdigit() or int(cut) < 1:
+        raise ConfigValueError(
+            f"valid_metric={text!r}: the cut-off after '@' must be a positive integer, "
+            f"e.g. {name}@20."
+        )
+    topk = config["topk"]
+    topk = [topk] if isinstance(topk, int) else list(topk)
+    if int(cut) not in topk:
+        config["topk"] = sorted(topk + [int(cut)])
+
+
+def _log_config(config, logger, log_file):
+    """RecBole's full config dump goes to the log file; the terminal gets one line with the
+    device actually used and the options that differ from the defaults (``show_config:
+    True`` prints the full dump there too)."""
+    show = bool(config["show_config"])
+    logger.info(config_dump(config), extra=None if show else LOG_FILE_ONLY)
+    changed = changed_options(config)
+    logger.info(
+        f"{config['model']} on {config['dataset']}, device {device_used(config)}; options that "
+        f"differ from the defaults: {changed or 'none'}"
+        + ("" if show or not log_file else f" (full configuration in {log_file}; "
+           "--show_config=True prints it here)")
+    )
+
+
+def _tensorboard_dir(trainer):
+    writer = getattr(trainer, "tensorboard", None)
+    return getattr(writer, "log_dir", None) if writer is not None else None
 
 
 def _check_topk(config, dataset):
@@ -306,6 +414,8 @@ def _init_logger(config):
             handler.stream = handler._open()
             if os.path.basename(opened) not in existing and os.path.getsize(opened) == 0:
                 os.remove(opened)  # the empty file RecBole's handler created just now
+        elif not isinstance(handler, logging.FileHandler):  # the terminal
+            handler.addFilter(skip_log_file_only)
     return reserved
 
 

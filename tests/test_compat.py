@@ -55,3 +55,43 @@ def test_docs_list_every_silenced_warning():
     section = text.split("## Warnings from RecBole's own code", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) - 1 == len(compat.RECBOLE_NOISE)  # minus the header row
+
+
+def test_missing_token_and_float_values_are_filled_as_on_pandas2(tmp_path):
+    """RecBole's ``_fill_nan`` fills nothing under pandas 3 (``fillna(inplace=True)`` on a
+    copy): blanks stayed NaN and a missing token became int64's minimum in the tensors."""
+    from recbole_quant import Config
+    from recbole_quant.quick_start import _build_dataset
+
+    folder = tmp_path / "fill"
+    folder.mkdir()
+    rows = ["user_id:token\titem_id:token\tscore:float"]
+    scores = {}
+    for u in range(1, 9):
+        for i in range(1, 7):
+            blank = (u + i) % 4 == 0
+            value = "" if blank else f"{(u * i) % 5 + 0.5}"
+            if not blank:
+                scores[(u, i)] = float(value)
+            rows.append(f"{u}\t{i}\t{value}")
+    (folder / "fill.inter").write_text("\n".join(rows) + "\n")
+    # items 5 and 6 have no row here (RecBole adds them with missing features); item 2 a blank
+    (folder / "fill.item").write_text("item_id:token\tgenre:token\n1\ta\n2\t\n3\tb\n4\ta\n")
+    config = Config(model="BPR", dataset="fill", cmd_args=[], config_dict={
+        "data_path": str(tmp_path), "load_col": None, "use_gpu": False, "state": "WARNING",
+        "filter_inter_by_user_or_item": False})  # keep items 5 and 6
+    dataset = _build_dataset(config)
+
+    inter = dataset.inter_feat  # DataFrames until the dataset is split
+    assert not inter["score"].isna().any()
+    users = inter["user_id"].map(lambda u: int(dataset.id2token("user_id", u)))
+    items = inter["item_id"].map(lambda i: int(dataset.id2token("item_id", i)))
+    blank = ((users + items) % 4 == 0).to_numpy()
+    kept = [scores[k] for k in zip(users[~blank], items[~blank])]  # rows RecBole kept
+    assert np.allclose(inter["score"][~blank], kept)
+    assert blank.any() and np.allclose(inter["score"][blank], np.mean(kept))  # their mean
+    genre = dataset.item_feat["genre"]
+    assert not genre.isna().any() and genre.min() >= 0
+    for token in ("2", "5", "6"):  # blank or no row: the [PAD] id 0, as RecBole intends
+        assert genre[dataset.token2id("item_id", token)] == 0
+    assert genre[dataset.token2id("item_id", "1")] == genre[dataset.token2id("item_id", "4")] > 0
