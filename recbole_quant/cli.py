@@ -28,7 +28,12 @@ USAGE = """usage: run_recbole_quant.py --model=NAME[,NAME...] [--dataset=NAME] [
   --resume=CKPT   continue training from a checkpoint (same model and dataset)
   --list-models   print the available models and exit
 
-Ctrl-C during training prints where the best checkpoint is and how to resume it (exit 130).
+Options that need no data (the model's, valid_metric, cpu_threads, the dataset's files) are
+checked before anything loads. The terminal shows the options that differ from the defaults
+(--show_config=True: RecBole's full dump, which always goes to the log file) and ends with a
+run summary: test metrics, code sizes, seconds per epoch, best epoch, log / checkpoint /
+tensorboard paths. Ctrl-C during training prints where the best checkpoint is and how to
+resume it (exit 130).
 """
 
 _OWN_KEYS = ("model", "dataset", "config_files", "out_dir")
