@@ -1,6 +1,7 @@
-"""``python -m recbole_quant``: export packed codes and serve top-k from the export.
+"""``python -m recbole_quant``: export packed codes, serve top-k from the export, tune.
 
     python -m recbole_quant export CHECKPOINT OUT [--history train|all|none] [--key=value ...]
+    python -m recbole_quant tune --model=NAME --params=FILE [--algo=...] [--key=value ...]
     python -m recbole_quant recommend FILE --user 196 [--user 42 ...] [--k 10] [--keep-seen]
     python -m recbole_quant info FILE [--users]
 
@@ -50,6 +51,8 @@ def _parser():
     rec.add_argument("--k", type=int, default=10, help="items per user (default 10)")
     rec.add_argument("--keep-seen", action="store_true",
                      help="do not skip the items in the user's stored history")
+    sub.add_parser("tune", help="hyper-parameter search (python -m recbole_quant tune --help)",
+                   add_help=False)
     info = sub.add_parser("info", help="describe an export file")
     info.add_argument("file")
     info.add_argument("--users", action="store_true", help="list every user token, one a line")
@@ -58,6 +61,10 @@ def _parser():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "tune":  # RecBole-style --key=value options: its own parser
+        from recbole_quant.tune import main as tune_main
+
+        return tune_main(argv[1:])
     args, extra = _parser().parse_known_args(argv)
     try:
         if args.command != "export" and extra:

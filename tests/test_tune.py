@@ -98,3 +98,11 @@ def test_random_search_runs_through_recbole_hypertuning(tmp_path):
                    cmd_args=fixed, out_dir=str(tmp_path / "r"))
     assert len(rows) == 2
     assert all(0.0009 < r["params"]["learning_rate"] < 0.05 for r in rows)
+
+
+def test_python_m_recbole_quant_tune_dispatches(capsys):
+    from recbole_quant.__main__ import main as package_main
+
+    assert package_main(["tune", "--help"]) == 0
+    assert "--params" in capsys.readouterr().out
+    assert package_main(["tune", "--model=HQGNN"]) == 2
