@@ -139,7 +139,7 @@ def metric_failures(results, rounds):
     failures = []
     for x, y in EQUAL_PAIRS:
         if x in results and y in results and results[x] != results[y]:
-            diff = {m: (results[x][m], results[y][m]) for m in results[x] if results[x][m] != results[y].get(m)}
+            diff = {m: (v, results[y].get(m)) for m, v in results[x].items() if v != results[y].get(m)}
             failures.append(f"{PATHS[x]} and {PATHS[y]} should give equal metrics; differ in {diff}")
     for p, runs in rounds.items():
         if any(r != results[p] for r in runs):

@@ -6,7 +6,9 @@ model's data is loaded after ``init_seed(seed)`` as ``run_recbole_quant`` does, 
 the script exits with status 1 if any model's train/valid/test interactions differ
 from the first model's. Plugin defaults, the same trainer path as
 ``run_recbole_quant`` (per-epoch hooks included: HQ-GNN's Hessian refresh, HashGNN's
-beta schedule, L2Q-GCN's stage switch); no evaluation runs. Every model, HQ-GNN
+beta schedule, L2Q-GCN's stage switch; RecBole's LightGCN with ``apply_fast_propagation``, as
+``run_recbole_quant`` does, so every graph model propagates with the same CSR
+kernels); no evaluation runs. Every model, HQ-GNN
 included, is timed round-robin, one epoch each per round, so machine noise hits all
 of them alike; the table gives the median epoch time and its ratio to LightGCN's
 measured in the same run, both to RecBole's default LightGCN (2 layers) and to
@@ -42,6 +44,7 @@ from recbole.utils import init_seed  # noqa: E402
 
 from recbole_quant import Config  # noqa: E402
 from recbole_quant.quick_start import load_data  # noqa: E402
+from recbole_quant.sparse.baselines import apply_fast_propagation  # noqa: E402
 from recbole_quant.trainer import get_trainer  # noqa: E402
 
 MODELS = [
@@ -103,6 +106,8 @@ class Run:
         self.split = split_fingerprint((self.train_data, valid, test))
         init_seed(self.config["seed"], self.config["reproducibility"])
         self.model = self.config.model_class(self.config, self.train_data._dataset)
+        # as run_recbole_quant: RecBole's LightGCN propagates on the same CSR kernels as ours
+        self.fast_baseline = apply_fast_propagation(self.config, self.model)
         self.trainer = get_trainer(self.config, self.config.model_class)(self.config, self.model)
         self.label, self.epoch = label, 0
         self.times, self.periodic_times = [], []
@@ -156,6 +161,8 @@ def main():
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; one split for every model "
           f"(seed {runs[0].config['seed']}, train/valid/test sha1 {runs[0].split[:12]}); "
           f"{args.epochs} timed epochs per model, round-robin; medians")
+    fast = [run.label for run in runs if run.fast_baseline]
+    print(f"# RecBole models switched to the CSR propagation (apply_fast_propagation): {', '.join(fast) or 'none'}")
     print()
     print("| model | layers | s/epoch (median) | s/epoch amortised | vs LightGCN (2 layers) | "
           "vs LightGCN, same layers |")
