@@ -103,7 +103,7 @@ class HQGNN(QuantizedRecommender):
             tuple of torch.Tensor: users [n_users, d], items [n_items, d].
         """
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
-        final = self.propagation.layer_mean(ego)
+        final = torch.stack(self.propagation(ego), dim=0).mean(dim=0)
         users, items = torch.split(final, [self.n_users, self.n_items])
         if self.center:
             # Per-dimension centring of each side: LightGCN embeddings share a dominant
@@ -112,39 +112,6 @@ class HQGNN(QuantizedRecommender):
             users = users - users.mean(dim=0, keepdim=True)
             items = items - items.mean(dim=0, keepdim=True)
         return users, items
-
-    def _batch_embeddings(self, user, pos, neg):
-        r"""``forward()``'s rows of the batch, computing only what those rows need.
-
-        BPR reads the batch's users and items only, so the propagation runs for the rows they
-        depend on (:meth:`LightGCNPropagation.layer_mean_rows`). The centring means need every
-        node, but they are linear in the layer-0 table: the mean of side S's final rows is
-        ``c_S^T E(0)`` with ``c_S = sum_l Â^l 1_S / (|S| (L + 1))`` (Â symmetric), a fixed
-        vector computed once. Equal to indexing ``forward()`` within float32 rounding
-        (``tests/test_hqgnn.py``).
-        """
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
-        nodes = torch.cat([user, pos + self.n_users, neg + self.n_users])
-        rows, position = torch.unique(nodes, return_inverse=True)
-        final = self.propagation.layer_mean_rows(ego, rows)[position]
-        b = len(user)
-        u, p, n = final[:b], final[b : 2 * b], final[2 * b :]
-        if self.center:
-            weights = self._centring_weights(ego)
-            means = weights @ ego  # [2, d]: the user side's mean, the item side's mean
-            u, p, n = u - means[0], p - means[1], n - means[1]
-        return u, p, n
-
-    def _centring_weights(self, ego):
-        """``[c_users, c_items]`` ([2, N]), see :meth:`_batch_embeddings`; the graph is fixed."""
-        if getattr(self, "_centring", None) is None or self._centring.device != ego.device:
-            n = self.n_users + self.n_items
-            sides = torch.zeros(n, 2, dtype=ego.dtype, device=ego.device)
-            sides[: self.n_users, 0] = 1.0 / self.n_users
-            sides[self.n_users :, 1] = 1.0 / self.n_items
-            with torch.no_grad():
-                self._centring = self.propagation.layer_mean(sides).t().contiguous()
-        return self._centring
 
     def _batch(self, interaction):
         return (
@@ -169,7 +136,8 @@ class HQGNN(QuantizedRecommender):
             torch.Tensor: scalar loss.
         """
         user, pos, neg = self._batch(interaction)
-        u_hat, pos_hat, neg_hat = self._batch_embeddings(user, pos, neg)
+        user_all, item_all = self.forward()
+        u_hat, pos_hat, neg_hat = user_all[user], item_all[pos], item_all[neg]
         if self.quantizing:
             u_hat = self.user_quantizer(u_hat)
             pos_hat = self.item_quantizer(pos_hat)
