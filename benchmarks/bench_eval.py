@@ -2,7 +2,7 @@
 
 One full test evaluation (every test user ranked against every item, history
 masked, Recall/NDCG/Hit/Precision/MRR at 10/20/50 by RecBole's metric classes)
-on the Gowalla split (``../shared/data/gowalla`` through the LightGCN-split
+on the Gowalla split (``--gowalla DIR``, the LightGCN authors' train.txt/test.txt, through the LightGCN-split
 importer; a synthetic set of the same shape when it is missing or with
 ``--synthetic``; ``--quick``: a 3,000 x 4,000 synthetic set), by five paths:
 
@@ -70,7 +70,7 @@ from recbole_quant.data.lightgcn_split import import_lightgcn  # noqa: E402
 from recbole_quant.quick_start import load_data  # noqa: E402
 from recbole_quant.trainer import get_trainer  # noqa: E402
 
-GOWALLA = ROOT.parent / "shared" / "data" / "gowalla"
+GOWALLA = ROOT.parent / "shared" / "data" / "gowalla"  # default of --gowalla: where this project's machines keep it
 GOWALLA_SHAPE = (29_858, 40_981, 1_027_370)
 QUICK_SHAPE = (3_000, 4_000, 100_000)
 
@@ -90,6 +90,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="3,000 x 4,000 synthetic set")
     p.add_argument("--synthetic", action="store_true", help="synthetic set of the Gowalla shape")
+    p.add_argument("--gowalla", default=str(GOWALLA),
+                   help="folder with the Gowalla LightGCN split (train.txt, test.txt)")
     p.add_argument("--shape", type=int, nargs=3, metavar=("USERS", "ITEMS", "INTERACTIONS"),
                    help="synthetic set of this shape (tests)")
     p.add_argument("--repeats", type=int, default=3)
@@ -117,7 +119,7 @@ def write_lightgcn_files(folder, n_users, n_items, n_inter, seed=0):
 
 
 def prepare_dataset(args, work):
-    synthetic = args.shape or args.quick or args.synthetic or not (GOWALLA / "train.txt").exists()
+    synthetic = args.shape or args.quick or args.synthetic or not os.path.isfile(os.path.join(args.gowalla, "train.txt"))
     if synthetic:
         n_users, n_items, n_inter = args.shape or (QUICK_SHAPE if args.quick else GOWALLA_SHAPE)
         name, label = "synthetic", f"synthetic LightGCN-format split, {n_users:,} users x {n_items:,} items"
@@ -126,7 +128,7 @@ def prepare_dataset(args, work):
     data = os.path.join(work, "data")
     if not os.path.exists(os.path.join(data, name, f"{name}.test.inter")):
         src = (write_lightgcn_files(os.path.join(work, "src"), n_users, n_items, n_inter)
-               if synthetic else str(GOWALLA))
+               if synthetic else args.gowalla)
         import_lightgcn(src, name, data)
     return name, data, label
 

@@ -20,7 +20,7 @@ faiss computes the same ranking (plain Hamming: HashGNN), against faiss
 evaluates: float32 scores of history items set to -inf before ``torch.topk``; the fused
 kernel skips them; faiss searches k + the batch's longest history and drops history
 items) and without exclusion. Histories are the Gowalla training lists
-(``../shared/data/gowalla/train.txt``; a synthetic Zipf history of the same mean length
+(``--history FILE``, the Gowalla split's train.txt; a synthetic Zipf history of the same mean length
 when it is missing).
 
 Checks run first, on 48 users of every kind, and any mismatch exits with status 1

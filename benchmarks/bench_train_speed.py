@@ -25,7 +25,7 @@ One run, on the Gowalla split by default, same batches and hyper-parameters for 
 
 The last line is ``train_speedup=<stock s/epoch / fast s/epoch>``.
 
-    python -m recbole_quant.data import-lightgcn ../shared/data/gowalla --name gowalla --out /tmp/rq_data
+    python -m recbole_quant.data import-lightgcn path/to/gowalla --name gowalla --out /tmp/rq_data
     python benchmarks/bench_train_speed.py --data_path /tmp/rq_data
 """
 from __future__ import annotations

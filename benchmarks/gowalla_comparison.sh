@@ -13,7 +13,7 @@
 set -euo pipefail
 EPOCHS=${1:-4}
 OUT=${2:-results/gowalla-${EPOCHS}ep}
-python -m recbole_quant.data import-lightgcn ../shared/data/gowalla --name gowalla --out dataset
+python -m recbole_quant.data import-lightgcn path/to/gowalla --name gowalla --out dataset
 COMMON=(--dataset=gowalla --data_path=dataset --epochs="$EPOCHS" --eval_step="$EPOCHS" --show_progress=False)
 OMP_NUM_THREADS=1 python run_recbole_quant.py \
   --model=LightGCN,BPR,HQGNN,HashGNN:beta_step=0.25:beta_period=1 "${COMMON[@]}" --out_dir="$OUT/part1" &
