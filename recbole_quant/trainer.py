@@ -116,7 +116,27 @@ class SafeCheckpointMixin:
                 f"embedding_size, bits, dataset split or learner?). Resume with the options it "
                 f"was trained with. Detail: {str(err).splitlines()[0]}"
             ) from None
+        self._apply_resumed_learning_rate(state, resume_file)
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def _apply_resumed_learning_rate(self, state, resume_file):
+        """The configured ``learning_rate`` wins over the one in the optimizer state.
+
+        ``optimizer.load_state_dict`` restores the saved rate; a resume with another
+        ``--learning_rate`` is a second stage at a new rate (e.g. a converged fast-preset run
+        continued at 0.001), so the configured value is set on every parameter group.
+        """
+        saved_config = state.get("config") or {}
+        saved_lr = saved_config.get("learning_rate") if isinstance(saved_config, dict) else None
+        if saved_lr is None or float(saved_lr) == float(self.learning_rate):
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate
+        self.logger.warning(
+            f"{resume_file} was trained with learning_rate={saved_lr}; training continues at "
+            f"learning_rate={self.learning_rate} from this run's config (pass "
+            f"--learning_rate={saved_lr} to keep the old rate)."
+        )
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -52,3 +52,34 @@ def test_resume_continues_from_saved_epoch():
     assert trainer.start_epoch == 2
     trainer.fit(train_data, None, saved=False)
     assert sorted(trainer.train_loss_dict) == [2, 3]  # only the remaining epochs ran
+
+
+def test_resume_with_another_learning_rate_continues_at_the_new_rate(capsys):
+    """A second stage: the configured learning_rate replaces the one in the optimizer state."""
+    from recbole_quant import Config
+    from recbole_quant.quick_start import load_data
+    from recbole_quant.trainer import get_trainer
+
+    first = run_recbole_quant(
+        model="BPR", dataset="ml-100k",
+        config_dict=dict(FAST_RUN, epochs=1, eval_step=0, learning_rate=0.005),
+    )
+
+    def resumed(**options):
+        config = Config(model="BPR", dataset="ml-100k",
+                        config_dict=dict(FAST_RUN, epochs=3, eval_step=0, **options), cmd_args=[])
+        _, train_data, _, _ = load_data(config)
+        trainer = get_trainer(config, config.model_class)(config, config.model_class(config, train_data._dataset))
+        trainer.resume_checkpoint(first["checkpoint"])
+        return trainer
+
+    kept = resumed(learning_rate=0.005)
+    assert [g["lr"] for g in kept.optimizer.param_groups] == [0.005]
+    assert "trained with learning_rate" not in capsys.readouterr().out
+    second_stage = resumed(learning_rate=0.001)
+    assert [g["lr"] for g in second_stage.optimizer.param_groups] == [0.001]
+    printed = capsys.readouterr()
+    assert "trained with learning_rate=0.005; training continues at learning_rate=0.001" in (
+        printed.out + printed.err)
+    # the optimizer's moments are still the checkpoint's (only the rate changed)
+    assert second_stage.optimizer.state_dict()["state"]
