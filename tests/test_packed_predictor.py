@@ -80,6 +80,9 @@ def _predictors(sign_data):
         ("sign-groups-scaled", lambda **kw: PackedPredictor.from_signs(xu, xi, su, si, **kw)),
         ("uniform-2bit", lambda **kw: PackedPredictor.from_uniform(ku, ki, 2, (-1, 1), (-0.5, 2), **kw)),
         ("uniform-1x3bit", lambda **kw: PackedPredictor.from_uniform(ku % 2, ki, 1, (-1, 1), (0, 1), item_bits=3, **kw)),
+        # HQ-GNN's default (1 bit, d <= 64): the numba top-k scans items sorted by bias
+        ("uniform-1bit-d64", lambda **kw: PackedPredictor.from_uniform(
+            ku[:, :64] % 2, ki[:, :64] % 2, 1, (-1.5, 1.5), (-0.7, 0.9), **kw)),
     ]
 
 

@@ -127,7 +127,7 @@ def test_many_users_and_blocks():
 
 def test_plane_bound_params_choice():
     bias = np.array([0.5, -2.0, 3.0])
-    use, shift, negmask, _, delta, g = kernels.plane_bound_params(0.25, bias, 1, 2, 2)
+    use, shift, negmask, _, delta, g = kernels.plane_bound_params(0.25, bias, 1, 2, 2)[:6]
     assert use and shift >= 16 and negmask == 0 and delta > 0
     np.testing.assert_array_equal(g, np.floor(bias / 0.25 * 2.0**shift).astype(np.int64))
     assert kernels.plane_bound_params(-0.25, bias, 1, 2, 2)[2] == -1
@@ -145,3 +145,42 @@ def test_plane_topk_extreme_mult_and_bias(mult, scale):
     bias = scale * np.round(rng.standard_normal(700), 2)
     scores = kernels.plane_scores(a, bt, 2, 2, mult, bias)
     _check(scores, kernels.plane_topk(a, bt, 2, 2, 15, mult, bias), 15)
+
+
+@pytest.mark.parametrize("bits, d", [(1, 64), (1, 7), (1, 100), (2, 64)])
+@pytest.mark.parametrize("bias_kind", ["code_sum", "random", "constant"])
+def test_bias_sorted_items_topk(bits, d, bias_kind):
+    """Items stored by bias (.sorted_items): the same top-k as the id-order kernel and the
+    reference, ties broken by the original id, exclusions given as original ids."""
+    from recbole_quant.packed.sorted_items import sort_items
+
+    rng = np.random.default_rng(bits * 100 + d)
+    n_users, n_items = 23, 1000  # not a multiple of the block
+    ku = rng.integers(0, 2**bits, (n_users, d))
+    ki = rng.integers(0, 2**bits, (n_items, d))
+    ki[::7] = ki[3]  # many identical items, spread over blocks
+    a, bt = pack_planes(ku, bits), word_major(pack_planes(ki, bits))
+    mult = 0.37
+    bias = {"code_sum": -0.5 * mult * ki.sum(axis=1),  # HQ-GNN: a function of the code sum
+            "random": rng.standard_normal(n_items),  # wide blocks: loose bounds, still exact
+            "constant": np.zeros(n_items)}[bias_kind]
+    user_const = rng.standard_normal(n_users)
+    scores = kernels.plane_scores(a, bt, bits, bits, mult, bias, user_const)
+    indptr, indices = _exclusion(rng, n_users, n_items, 300)
+    rows = [indices[indptr[u]:indptr[u + 1]] for u in range(n_users)]
+    rows[0] = np.arange(64, 128)  # a whole block, in stored order somewhere else
+    rows[1] = np.setdiff1d(np.arange(n_items), [5, 900, 901])  # 3 items left: padding
+    rows[2] = np.array([-1, 3, 3, 999, 1000, 5000])  # out of range and duplicates ignored
+    indptr = np.zeros(n_users + 1, np.int64)
+    indptr[1:] = np.cumsum([len(r) for r in rows])
+    indices = np.concatenate(rows).astype(np.int64)
+    stored = sort_items(bt, bias)
+    assert (np.diff(stored.bias) <= 0).all() and (stored.perm[stored.inverse] == np.arange(n_items)).all()
+    no_scales = np.zeros((0, 0))
+    small = kernels.plane_dot_fits_int32(bt.shape[0] // bits, bits, bits)
+    for k in (1, 20, 150, n_items + 3):
+        got = kernels.run_topk(kernels.PLANE, a.reshape(n_users, -1), bt, 1, 1, no_scales, no_scales, bits, bits, small,
+                               mult, bias, user_const, k, indptr, indices, sorted_items=stored)
+        _check(scores, got, k, indptr, indices)
+        id_order = kernels.plane_topk(a, bt, bits, bits, k, mult, bias, user_const, indptr, indices)
+        np.testing.assert_array_equal(got[1], id_order[1])

@@ -4,7 +4,9 @@ Layers, bottom up (a kernel never knows about RecBole):
 
 * :mod:`.bitpack` - sign codes and bit planes <-> uint64 words
 * :mod:`.bitops` - popcount and float bit casts for numba
-* :mod:`.kernels` - numba score / fused top-k kernels (tie rule documented there)
+* :mod:`.kernels` - numba score / fused top-k kernels (tie rule documented there);
+  :mod:`.blocks`, :mod:`.passes`, :mod:`.heap` their pieces, :mod:`.sorted_items` the
+  bias-sorted item copy of 1-bit uniform codes
 * :mod:`.torch_kernels` - the exact torch matmul path (CUDA)
 * :mod:`.limits` - the accepted code widths (1..8 bits) and ``k``, checked once
 * :mod:`.exclusion`, :mod:`.threads` - CSR exclusion lists (padding item + history), thread pool

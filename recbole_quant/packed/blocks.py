@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from .bitops import bits_f32, f32_bits, plane2_dot, plane4_dot, popcount64
-from .passes import PLANE, SIGN_INT, plane_dot_chunk, score, xor_popcount_chunk, z_chunk
+from .passes import PLANE, PLANE_SORTED, SIGN_INT, plane_dot_chunk, score, xor_popcount_chunk, z_chunk
 
 BLOCK = 64  # items per block maximum (granularity of the candidate filter)
 KEY_MIN = np.int64(-(2**62))  # below every score key: marks excluded items
@@ -88,6 +88,57 @@ def min_xor_popcount1(a, qi_t, s, cnt):
 
 
 @njit(cache=True, inline="always")
+def max_and_popcount1(a, qi_t, s, cnt):
+    """max over s <= i < s + cnt of popcount(a & qi_t[0, i]) (one-word 1-bit planes)."""
+    m = np.uint64(0)
+    for j in range(cnt):
+        m = max(m, popcount64(a & qi_t[0, s + j]))
+    return np.int64(m)
+
+
+@njit(cache=True, inline="always")
+def max_buf(buf, s, cnt):
+    """max over j of buf[s + j]."""
+    m = np.int64(-(2**62))
+    for j in range(cnt):
+        m = max(m, buf[s + j])
+    return m
+
+
+@njit(cache=True, _nrt=False)
+def sorted_block_k_max(codes_u, u, codes_i_t, pu, pi, o, n, buf, eptr, eend, excl):
+    """PLANE_SORTED: the largest K among the items of block [o, o + n) that are not in
+    excl[eptr:eend] (sorted stored positions), or -1 if all are; returns (K, new eptr).
+    Integer work only: excluded blocks get bounds, not exact scores (see the kernel)."""
+    ou = np.uint64(o)
+    nu = np.uint64(n)
+    if pu == 1 and pi == 1 and codes_i_t.shape[0] == 1:
+        a = codes_u[u, 0]
+        for j in range(nu):
+            buf[j] = np.int64(popcount64(a & codes_i_t[0, ou + j]))
+    else:
+        plane_dot_chunk(codes_u, u, codes_i_t, pu, pi, ou, nu, buf)
+    while eptr < eend and excl[eptr] < o:
+        eptr += 1
+    while eptr < eend and excl[eptr] < o + n:
+        buf[excl[eptr] - o] = -1
+        eptr += 1
+    return max_buf(buf, np.uint64(0), nu), eptr
+
+
+@njit(cache=True, _nrt=False)
+def sorted_block_bounds(bm, bm_hi, r, n_blk, mult, bias_lo, bias_hi, c):
+    """Turn row r's block maxima of K (PLANE_SORTED first pass) into exact key bounds:
+    bm_hi[r, b] = key of score(mult * K_max + bias_hi[b]), bm[r, b] the same with bias_lo
+    (mult > 0: the z_chunk expression is monotone in K and bias, see .sorted_items).
+    One loop over blocks after the pass, so it vectorises."""
+    for b in range(n_blk):
+        z = mult * np.float64(bm[r, b])
+        bm_hi[r, b] = f32_key(score(z + bias_hi[b], c))
+        bm[r, b] = f32_key(score(z + bias_lo[b], c))
+
+
+@njit(cache=True, inline="always")
 def max_neg(buf, s, cnt):
     """max over j of -buf[s + j]."""
     m = np.int64(2**62)
@@ -134,8 +185,22 @@ def block_maxima(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, sma
             bm[r, b0 + t] = max_neg(buf, np.uint64(t * BLOCK), full)
         if rest > 0:
             bm[r, b0 + n_full] = max_neg(buf, np.uint64(n_full * BLOCK), rest)
+    elif kind == PLANE_SORTED:  # items stored by bias: the block's largest K (integer);
+        # sorted_block_bounds turns it into key bounds once the pass is done
+        if pu == 1 and pi == 1 and codes_i_t.shape[0] == 1:  # d <= 64: popcount from codes
+            a = codes_u[u, 0]
+            for t in range(n_full):
+                bm[r, b0 + t] = max_and_popcount1(a, codes_i_t, o + np.uint64(t * BLOCK), full)
+            if rest > 0:
+                bm[r, b0 + n_full] = max_and_popcount1(a, codes_i_t, o + np.uint64(n_full * BLOCK), rest)
+        else:
+            plane_dot_chunk(codes_u, u, codes_i_t, pu, pi, o, np.uint64(n), buf)
+            for t in range(n_full):
+                bm[r, b0 + t] = max_buf(buf, np.uint64(t * BLOCK), full)
+            if rest > 0:
+                bm[r, b0 + n_full] = max_buf(buf, np.uint64(n_full * BLOCK), rest)
     elif kind == PLANE and bnd[0]:
-        use, shift, negmask, bscale, bdelta, bg = bnd
+        use, shift, negmask, bscale, bdelta, bg = bnd[0], bnd[1], bnd[2], bnd[3], bnd[4], bnd[5]
         if pu == pi and codes_i_t.shape[0] == pi and (pu == 1 or pu == 2 or pu == 4):
             # one word (d <= 64), equal widths: fused, nothing stored
             a0 = codes_u[u, 0]
@@ -174,6 +239,12 @@ def block_keys(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small
         xor_popcount_chunk(codes_u, u, codes_i_t, 0, codes_i_t.shape[0], ou, nu, buf)
         for j in range(nu):
             keys[j] = -buf[j]
+    elif kind == PLANE and pu == 1 and pi == 1 and codes_i_t.shape[0] == 1:
+        # one-word 1-bit planes: one fused pass, the z_chunk expression item by item
+        a = codes_u[u, 0]
+        for j in range(nu):
+            k = np.float64(np.int32(popcount64(a & codes_i_t[0, ou + j])))
+            keys[j] = f32_key(score(mult * k + bias[ou + j], c))
     else:
         z_chunk(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, mult, bias,
                  ou, nu, buf, acc)
@@ -200,7 +271,14 @@ def mark_excluded(keys, o, n, eptr, eend, excl):
     return eptr
 
 
-NO_BOUNDS = (False, np.int64(0), np.int64(0), 0.0, 0.0, np.zeros(0, np.int64))
+NO_BOUNDS = (False, np.int64(0), np.int64(0), 0.0, 0.0, np.zeros(0, np.int64),
+             np.zeros(0), np.zeros(0))
+
+
+def sorted_bounds(bias_lo, bias_hi):
+    """Bound parameters of the PLANE_SORTED kind: the per-block bias bounds of
+    :class:`.sorted_items.SortedItems` (the proxy fields are unused)."""
+    return NO_BOUNDS[:6] + (bias_lo, bias_hi)
 
 
 def plane_bound_params(mult, bias, n_words, user_bits, item_bits):
@@ -237,4 +315,5 @@ def plane_bound_params(mult, bias, n_words, user_bits, item_bits):
     z_max = abs(mult) * k_max + (float(np.abs(bias).max()) if beta.size else 0.0)
     e = 2.0 * 2.0**-shift + 2 * u * beta_max  # |G / 2^F - s * beta| (floor + division)
     delta = 4.0 * (abs(mult) * e + 4 * u * z_max)
-    return (True, np.int64(shift), np.int64(-1 if neg else 0), abs(mult) * 2.0**-shift, delta, g)
+    return (True, np.int64(shift), np.int64(-1 if neg else 0), abs(mult) * 2.0**-shift, delta, g,
+            np.zeros(0), np.zeros(0))

@@ -98,3 +98,33 @@ def offer_block(keys, i0, n, lower, hv, hi, r, size, k):
             sift_down(hv, hi, r, size, 0)
         j += 1
     return size
+
+
+@njit(cache=True, _nrt=False)
+def offer_block_ids(keys, ids, o, n, lower, hv, hi, r, size, k):
+    """:func:`offer_block` for items stored out of id order (``ids[o + j]`` is the id of
+    stored item ``o + j``, see :mod:`.sorted_items`): a full heap takes an item whose key
+    beats the root's, or equals it with a lower id, so the tie rule still holds."""
+    j = 0
+    while j < n:
+        if size < k:
+            while j < n and keys[j] <= lower:  # tight skip, as offer_block
+                j += 1
+            if j == n:
+                break
+            hv[r, size] = keys[j]
+            hi[r, size] = ids[o + j]
+            sift_up(hv, hi, r, size)
+            size += 1
+        else:
+            thr = hv[r, 0]
+            while j < n and keys[j] < thr:
+                j += 1
+            if j == n:
+                break
+            if keys[j] > thr or ids[o + j] < hi[r, 0]:
+                hv[r, 0] = keys[j]
+                hi[r, 0] = ids[o + j]
+                sift_down(hv, hi, r, size, 0)
+        j += 1
+    return size

@@ -59,6 +59,13 @@ flipped), so every comparison is an integer one and vectorises.
    is the worst kept entry; a later (higher id) item replaces it only with a
    strictly greater key, which is exactly the tie rule.
 
+1-bit uniform codes of one word (HQ-GNN's default) take a fourth kind,
+``PLANE_SORTED``: the kernel scans a copy of the items stored by decreasing
+score bias (:mod:`.sorted_items`), so step 1 needs only each block's largest
+popcount (as cheap as the Hamming path) and turns it into exact key bounds;
+excluded blocks get new bounds from integer work only; the heap breaks ties by
+the original item id, since the stored order is not the id order.
+
 Shapes are runtime arguments, so three kernels cover every code width (no
 per-shape compilation). Kernels are serial ``nogil`` functions over a range of
 users (or user blocks); :mod:`.threads` spreads the range over threads.
@@ -78,14 +85,18 @@ from .blocks import (
     block_keys,
     block_max,
     block_maxima,
+    f32_key,
     key_f32,
     mark_excluded,
     plane_bound_params,
+    sorted_block_bounds,
+    sorted_block_k_max,
+    sorted_bounds,
 )
 from .exclusion import exclusion_csr
 from .limits import check_bits, check_k
-from .heap import kth_largest, offer_block, sift_down
-from .passes import CHUNK, PLANE, SIGN, SIGN_INT, plane_dot_chunk, score, xor_popcount_chunk, z_chunk
+from .heap import kth_largest, offer_block, offer_block_ids, sift_down
+from .passes import CHUNK, PLANE, PLANE_SORTED, SIGN, SIGN_INT, plane_dot_chunk, score, xor_popcount_chunk, z_chunk
 from .threads import run_ranges
 
 __all__ = [
@@ -142,13 +153,36 @@ def _float_scores_kernel(start, stop, kind, codes_u, codes_i_t, n_groups, d, su,
                 out[u, o + j] = score(acc[j], c)
 
 
+@njit(cache=True, _nrt=False)
+def _stored_exclusions(indices, e0, e1, inverse, n_items, out):
+    """out[:e1 - e0] = one user's excluded ids as stored positions (PLANE_SORTED; ids
+    outside [0, n_items) -> -1), sorted by insertion (a history is short); returns the count."""
+    m = 0
+    for p in range(e0, e1):
+        i = indices[p]
+        v = inverse[i] if 0 <= i < n_items else np.int64(-1)
+        j = m
+        while j > 0 and out[j - 1] > v:
+            out[j] = out[j - 1]
+            j -= 1
+        out[j] = v
+        m += 1
+    return m
+
+
 @njit(cache=True, nogil=True)
 def _topk_kernel(start, stop, kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
-                 mult, bias, ucons, bnd, k, indptr, indices, out_s, out_i):
-    """Fused top-k of the user blocks start <= ub < stop (see "How the fused top-k works")."""
+                 mult, bias, ucons, bnd, k, indptr, indices, perm, inverse, out_s, out_i):
+    """Fused top-k of the user blocks start <= ub < stop (see "How the fused top-k works").
+
+    PLANE_SORTED: items are stored by bias (``perm[p]`` = id of stored item p, ``inverse``
+    its inverse; see :mod:`.sorted_items`); exact scores use the PLANE passes.
+    """
     n_users = codes_u.shape[0]
     n_items = codes_i_t.shape[1]
     n_blk = (n_items + BLOCK - 1) // BLOCK
+    stored = kind == PLANE_SORTED
+    exact_kind = PLANE if stored else kind  # how candidate blocks are scored
     for ub in range(start, stop):
         u0 = ub * USER_BLOCK
         nb = min(USER_BLOCK, n_users - u0)
@@ -156,9 +190,15 @@ def _topk_kernel(start, stop, kind, codes_u, codes_i_t, n_groups, d, su, si_t, p
         acc = np.empty(CHUNK, np.float64)
         keys = np.empty(BLOCK, np.int64)
         bm = np.empty((nb, n_blk), np.int64)  # block maxima (lower bounds for bounded planes)
-        bm_hi = np.empty((nb, n_blk), np.int64) if kind == PLANE and bnd[0] else bm
+        bounded = stored or (kind == PLANE and bnd[0])
+        bm_hi = np.empty((nb, n_blk), np.int64) if bounded else bm
         hv = np.empty((nb, k), np.int64)
         hi = np.empty((nb, k), np.int64)
+        longest = 0
+        if stored:
+            for r in range(nb):
+                longest = max(longest, indptr[u0 + r + 1] - indptr[u0 + r])
+        ex_stored = np.empty(longest, np.int64)
 
         # 1. block maxima of every user in the block, chunk by chunk
         for i0 in range(0, n_items, CHUNK):
@@ -167,23 +207,42 @@ def _topk_kernel(start, stop, kind, codes_u, codes_i_t, n_groups, d, su, si_t, p
                 block_maxima(kind, codes_u, u0 + r, codes_i_t, n_groups, d, su, si_t, pu, pi,
                               small, mult, bias, ucons[u0 + r], bnd, i0, n, buf, acc, bm, bm_hi, r)
 
+        if stored:
+            for r in range(nb):
+                sorted_block_bounds(bm, bm_hi, r, n_blk, mult, bnd[6], bnd[7], ucons[u0 + r])
+
         for r in range(nb):
             u = u0 + r
             c = ucons[u]
+            ex = indices
             e0 = indptr[u]
             e1 = indptr[u + 1]
+            if stored:  # exclusions as sorted stored positions
+                e1 = _stored_exclusions(indices, e0, e1, inverse, n_items, ex_stored)
+                e0 = 0
+                ex = ex_stored
             # 2a. drop excluded items from their blocks' maxima
             p = e0
             while p < e1:
-                i = indices[p]
+                i = ex[p]
                 if i < 0 or i >= n_items:
                     p += 1
                     continue
                 o = (i // BLOCK) * BLOCK
                 n = min(BLOCK, n_items - o)
-                block_keys(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                if stored:  # new bounds from the largest K left (integer work only)
+                    k_max, p = sorted_block_k_max(codes_u, u, codes_i_t, pu, pi, o, n, buf, p, e1, ex)
+                    if k_max < 0:
+                        bm[r, i // BLOCK] = KEY_MIN
+                        bm_hi[r, i // BLOCK] = KEY_MIN
+                    else:
+                        z = mult * np.float64(k_max)  # as sorted_block_bounds
+                        bm[r, i // BLOCK] = f32_key(score(z + bnd[6][i // BLOCK], c))
+                        bm_hi[r, i // BLOCK] = f32_key(score(z + bnd[7][i // BLOCK], c))
+                    continue
+                block_keys(exact_kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
                             mult, bias, c, o, n, buf, acc, keys)
-                p = mark_excluded(keys, o, n, p, e1, indices)
+                p = mark_excluded(keys, o, n, p, e1, ex)
                 bm[r, i // BLOCK] = block_max(keys, n)
                 bm_hi[r, i // BLOCK] = bm[r, i // BLOCK]
             # 2b. M = k-th largest block maximum (or lower bound): at least k eligible
@@ -194,15 +253,20 @@ def _topk_kernel(start, stop, kind, codes_u, codes_i_t, n_groups, d, su, si_t, p
             size = 0
             p = e0
             for b in range(n_blk):
-                thr = lower if size < k else hv[r, 0]
-                if bm_hi[r, b] <= thr:
-                    continue
+                if size < k:
+                    if bm_hi[r, b] <= lower:
+                        continue
+                elif bm_hi[r, b] < hv[r, 0] or (not stored and bm_hi[r, b] == hv[r, 0]):
+                    continue  # stored order: an equal key with a lower id may still enter
                 o = b * BLOCK
                 n = min(BLOCK, n_items - o)
-                block_keys(kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
+                block_keys(exact_kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
                             mult, bias, c, o, n, buf, acc, keys)
-                p = mark_excluded(keys, o, n, p, e1, indices)
-                size = offer_block(keys, o, n, lower, hv, hi, r, size, k)
+                p = mark_excluded(keys, o, n, p, e1, ex)
+                if stored:
+                    size = offer_block_ids(keys, perm, o, n, lower, hv, hi, r, size, k)
+                else:
+                    size = offer_block(keys, o, n, lower, hv, hi, r, size, k)
             # 4. drain best first and turn keys back into scores
             for pos in range(size - 1, -1, -1):
                 key = hv[r, 0]
@@ -292,6 +356,7 @@ def plane_dot_fits_int32(n_words, user_bits, item_bits):
 
 
 _NO_SCALES = np.zeros((0, 0))
+_NO_IDS = np.zeros(0, np.int64)  # perm / inverse of kinds stored in id order
 
 
 
@@ -304,11 +369,19 @@ def run_scores(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, m
 
 
 def run_topk(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, mult, bias, ucons,
-             k, indptr, indices, bnd=None):
+             k, indptr, indices, bnd=None, sorted_items=None):
     """Fused top-k (float32 [B, k], int64 [B, k]) from validated arrays (no checks).
 
     ``bnd``: :func:`plane_bound_params` for PLANE (computed here when None).
+    ``sorted_items``: a :class:`.sorted_items.SortedItems` of PLANE codes with ``mult > 0``
+    (it replaces ``codes_i_t`` and ``bias``; ``indices`` stay original item ids).
     """
+    if sorted_items is not None:
+        kind, codes_i_t, bias = PLANE_SORTED, sorted_items.item_words_t, sorted_items.bias
+        bnd = sorted_bounds(sorted_items.bias_lo, sorted_items.bias_hi)
+        perm, inverse = sorted_items.perm, sorted_items.inverse
+    else:
+        perm = inverse = _NO_IDS
     if bnd is None:
         bnd = plane_bound_params(mult, bias, codes_i_t.shape[0] // pi, pu, pi) if kind == PLANE else NO_BOUNDS
     n_users = codes_u.shape[0]
@@ -316,7 +389,7 @@ def run_topk(kind, codes_u, codes_i_t, n_groups, d, su, si_t, pu, pi, small, mul
     out_i = np.empty((n_users, k), np.int64)
     n_user_blocks = (n_users + USER_BLOCK - 1) // USER_BLOCK
     run_ranges(_topk_kernel, n_user_blocks, kind, codes_u, codes_i_t, n_groups, d, su, si_t,
-               pu, pi, small, mult, bias, ucons, bnd, k, indptr, indices, out_s, out_i)
+               pu, pi, small, mult, bias, ucons, bnd, k, indptr, indices, perm, inverse, out_s, out_i)
     return out_s, out_i
 
 

@@ -20,6 +20,7 @@ CHUNK = 256  # items per compute chunk: the chunk's item words stay in L1
 SIGN = 0  # sign codes, float scores
 PLANE = 1  # bit planes, float scores
 SIGN_INT = 2  # sign codes, integer scores (top-k only)
+PLANE_SORTED = 3  # bit planes, float scores, items stored by bias (top-k only, see .sorted_items)
 
 
 @njit(cache=True, _nrt=False)
