@@ -13,7 +13,8 @@ from recbole_quant.errors import RecboleQuantError, TrainingInterrupted
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 USAGE = """usage: run_recbole_quant.py --model=NAME[,NAME...] [--dataset=NAME] [--config_files="a.yaml b.yaml"]
-                            [--key=value ...] [--bits=1,2,4] [--out_dir=DIR] [--list-models]
+                            [--key=value ...] [--bits=1,2,4] [--seeds=2020,2021,2022]
+                            [--out_dir=DIR] [--list-models]
 
   --model         a recbole_quant model (HQGNN, HashGNN, L2QGCN) or any RecBole model;
                   several, comma-separated, train in turn and are compared side by side;
@@ -23,7 +24,12 @@ USAGE = """usage: run_recbole_quant.py --model=NAME[,NAME...] [--dataset=NAME] [
   --config_files  space-separated yaml files, later files win
   --key=value     any RecBole or model option, e.g. --bits=2 --learning_rate=0.002
   --bits=1,2,4    (comparison) one run per width for models with a bit-width option
-  --out_dir       (comparison) folder for table.md, table.csv, tradeoff.png
+  --seeds=2020,2021,2022
+                  (comparison, also for one model) every entry runs once per seed, all
+                  entries of a seed on the same split; the table gives each metric's mean
+                  and sample std over the seeds that succeeded, runs.csv every run
+                  (--seed=N alone: one run at that seed, as before)
+  --out_dir       (comparison) folder for table.md, table.csv, tradeoff.png (and runs.csv)
                   (default results/<dataset>-<time>)
   --resume=CKPT   continue training from a checkpoint (same model and dataset)
   --list-models   print the available models and exit
@@ -117,8 +123,13 @@ def main(argv=None):
             dataset=own.get("dataset", "ml-100k"),
             config_file_list=config_files.split() if config_files else None,
         )
-        if len(models) > 1 or ":" in models[0] or any(o.startswith("--bits=") and "," in o for o in overrides):
-            from recbole_quant.compare import compare
+        # --seeds is the comparison's, never a config key: it makes a comparison even of one
+        # model (the mean and std over seeds are its report)
+        seeds = [o.split("=", 1)[1] for o in overrides if o.startswith("--seeds=")]
+        overrides = [o for o in overrides if not o.startswith("--seeds=")]
+        if (len(models) > 1 or ":" in models[0] or seeds
+                or any(o.startswith("--bits=") and "," in o for o in overrides)):
+            from recbole_quant.compare import compare, parse_seeds
 
             bits = [o.split("=", 1)[1] for o in overrides if o.startswith("--bits=")]
             overrides = [o for o in overrides if not o.startswith("--bits=")]
@@ -127,6 +138,7 @@ def main(argv=None):
                 bits=parse_int_list(bits[-1]) if bits else None,
                 cmd_args=overrides,
                 out_dir=own.get("out_dir"),
+                seeds=parse_seeds(seeds[-1]) if seeds else None,
                 **common,
             )
         else:

@@ -15,6 +15,14 @@ The reported test metrics follow the configured ``valid_metric`` and ``topk``
 
 A model entry may carry its own options after colons, so variants of one model share the
 table: ``HQGNN:grad_estimator=ste``, ``HashGNN:mode=soft``, ``HashGNN:quantize=False``.
+
+``seeds`` (``--seeds=2020,2021,2022``) runs every entry once per seed, as RecBole's ``seed``
+option, set the same way for every model of that seed (so all of them get the same split and
+the same draws). The order is seed-major (:func:`plan_seed_runs`). ``runs.csv`` keeps one row
+per run; ``table.md`` / ``table.csv`` give one row per entry with the mean and the sample
+standard deviation of every metric over the seeds that succeeded
+(:func:`recbole_quant.report.aggregate_seeds`). Without ``seeds`` nothing changes: one run
+per entry, at the configured ``seed``.
 """
 
 import os
@@ -24,7 +32,11 @@ import yaml
 
 from recbole_quant.errors import ConfigValueError
 from recbole_quant.registry import get_model
-from recbole_quant.report import markdown_table, write_report
+from recbole_quant.report import aggregate_seeds, markdown_table, seeds_footnote, write_report
+
+# numpy's RNG (seeded by RecBole's init_seed) takes seeds from 0 to 2**32 - 1
+_MAX_SEED = 2**32 - 1
+_SEEDS_EXAMPLE = "e.g. --seeds=2020,2021,2022"
 
 
 def parse_model_spec(spec):
@@ -68,6 +80,79 @@ def plan_runs(models, bits=None):
         else:
             runs.append((name, options))
     return runs
+
+
+def parse_seeds(seeds):
+    """``"2020,2021,2022"`` (or a list of ints) -> ``[2020, 2021, 2022]``, checked.
+
+    Raises:
+        ConfigValueError: no seed, a part that is not an integer, a seed outside
+            0 .. 2**32 - 1 or one listed twice (it would only repeat a run), each naming
+            ``--seeds`` and how to write it.
+    """
+    text = seeds if isinstance(seeds, str) else ",".join(str(seed) for seed in seeds)
+    shown = f"--seeds={text}"
+    parts = [part.strip() for part in text.strip().strip("[]()").split(",")]
+    if parts == [""]:
+        raise ConfigValueError(f"{shown}: no seed given; list one or more integer seeds, "
+                               f"{_SEEDS_EXAMPLE}.")
+    values = []
+    for part in parts:
+        try:
+            value = int(part)
+        except ValueError:
+            what = "an empty entry" if not part else f"'{part}' is not an integer"
+            raise ConfigValueError(f"{shown}: {what}; give comma-separated integer seeds, "
+                                   f"{_SEEDS_EXAMPLE}.") from None
+        if not 0 <= value <= _MAX_SEED:
+            raise ConfigValueError(f"{shown}: seed {value} is out of range; seeds are integers "
+                                   f"from 0 to {_MAX_SEED}, {_SEEDS_EXAMPLE}.")
+        if value in values:
+            raise ConfigValueError(f"{shown}: seed {value} is listed twice; each seed runs every "
+                                   f"entry once, so list it once, {_SEEDS_EXAMPLE}.")
+        values.append(value)
+    return values
+
+
+def plan_seed_runs(runs, seeds):
+    """Every run of :func:`plan_runs` once per seed.
+
+    Order: seed-major, i.e. every entry with the first seed, then every entry with the
+    second, and so on. A comparison stopped part-way then has all its entries on the same
+    finished seeds, so the means in its report compare like with like.
+
+    Args:
+        runs (list of (name, overrides dict)): :func:`plan_runs`'s entries.
+        seeds (list of int): checked seeds (:func:`parse_seeds`).
+
+    Returns:
+        list of (entry, name, overrides, seed): ``entry`` numbers the entry in ``runs``
+        (from 1), the same for all its seeds; ``overrides`` is the entry's own (the seed
+        goes to the run's config separately).
+    """
+    for name, overrides in runs:
+        if "seed" in overrides:
+            raise ConfigValueError(
+                f"Model entry '{name}' sets seed={overrides['seed']}, and --seeds runs every "
+                f"entry once per seed: drop one of the two."
+            )
+    return [
+        (entry, name, overrides, seed)
+        for seed in seeds
+        for entry, (name, overrides) in enumerate(runs, start=1)
+    ]
+
+
+def _check_single_seed_absent(seeds, config_dict, cmd_args):
+    """``--seed`` on the command line would override every run's seed (the command line wins
+    over ``config_dict``): with ``--seeds`` that silently repeats one seed, so refuse it."""
+    given = [arg for arg in cmd_args if arg.split("=", 1)[0] == "--seed"]
+    given += [f"seed={config_dict['seed']}"] if "seed" in (config_dict or {}) else []
+    if given:
+        raise ConfigValueError(
+            f"{given[-1]} and --seeds={','.join(map(str, seeds))} both set the seed: --seeds "
+            f"sets it for every run; drop {given[-1].split('=')[0]} (one seed: --seeds=N)."
+        )
 
 
 def reported_metrics(config):
@@ -135,6 +220,7 @@ def compare(
     cmd_args=(),
     out_dir=None,
     saved=True,
+    seeds=None,
 ):
     """Train each model in turn and write the comparison report.
 
@@ -147,36 +233,53 @@ def compare(
         out_dir (str, optional): where ``table.md``, ``table.csv`` and ``tradeoff.png`` go;
             default ``results/<dataset>-<timestamp>``.
         saved (bool): keep best checkpoints and test the best model (RecBole's default).
+        seeds (list of int or str, optional): run every entry once per seed
+            (``"2020,2021"`` or ``[2020, 2021]``, see :func:`parse_seeds`); the table then
+            holds the mean and sample std over the seeds that succeeded, ``runs.csv`` every
+            run. A ``seed`` in ``cmd_args`` or ``config_dict`` is refused with it.
 
     Returns:
         tuple: ``(rows, paths)``: the table rows (dicts keyed as
         :data:`recbole_quant.report.COLUMNS`, the :func:`reported_metrics` of the run's
-        config, and ``quantized``) and the written files
-        (``{"table.md": path, "table.csv": path, "tradeoff.png": path}``).
+        config, and ``quantized``; with ``seeds``, :func:`recbole_quant.report.aggregate_seeds`
+        of the runs) and the written files
+        (``{"table.md": path, "table.csv": path, "tradeoff.png": path}``, plus ``"runs.csv"``
+        with ``seeds``: one row per run, read back with :func:`recbole_quant.report.read_csv`).
     """
     from recbole_quant.quick_start import run_recbole_quant
 
     runs = plan_runs(models, bits)
+    if seeds is not None:
+        seeds = parse_seeds(seeds)
+        _check_single_seed_absent(seeds, config_dict, cmd_args)
+        plan = plan_seed_runs(runs, seeds)
+    else:
+        plan = [(entry, name, overrides, None) for entry, (name, overrides) in enumerate(runs, 1)]
     out_dir = out_dir or os.path.join(
         "results", f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     title = f"{', '.join(models)} on {dataset}"
+    if seeds is not None:
+        title += f", seeds {','.join(map(str, seeds))} (mean and sample std)"
     if bits:
         fixed = sorted({name for name, _ in runs if not getattr(get_model(name), "bit_width_key", None)})
         if fixed:  # bits per coordinate: HashGNN's code length is code_length, not bits
             print(f"--bits={','.join(map(str, bits))} (bits per coordinate) does not apply to "
                   f"{', '.join(fixed)}: each runs once.", flush=True)
-    rows, paths, primary = [], {}, None
-    for index, (name, overrides) in enumerate(runs, start=1):
+    rows, table, paths, primary = [], [], {}, None
+    for index, (entry, name, overrides, seed) in enumerate(plan, start=1):
         start = time.perf_counter()
-        label = name + "".join(f" {k}={v}" for k, v in overrides.items())
+        # the seed goes into the run's config, not into the entry's options: the row's
+        # "variant" stays the entry's, the same for all its seeds
+        run_options = overrides if seed is None else dict(overrides, seed=seed)
+        label = name + "".join(f" {k}={v}" for k, v in run_options.items())
         width_key = getattr(get_model(name), "bit_width_key", None)
         try:
             result = run_recbole_quant(
                 model=name,
                 dataset=dataset,
                 config_file_list=config_file_list,
-                config_dict=dict(config_dict or {}, **overrides),
+                config_dict=dict(config_dict or {}, **run_options),
                 cmd_args=list(cmd_args),
                 saved=saved,
             )
@@ -190,12 +293,19 @@ def compare(
             if width_key in overrides:
                 row["bits"] = overrides[width_key]
             status = f"FAILED ({row['error'].splitlines()[0]})"
+        if seed is not None:
+            row.update(entry=entry, seed=seed)
         rows.append(row)
         # one line per model on the terminal (RecBole's own log file has the details)
-        print(f"[{index}/{len(runs)}] {label}: {status}, {time.perf_counter() - start:.1f}s", flush=True)
+        print(f"[{index}/{len(plan)}] {label}: {status}, {time.perf_counter() - start:.1f}s", flush=True)
         # rewrite the report after every model: a long comparison that is stopped (or a
         # machine that goes away) keeps the rows finished so far
-        paths = write_report(rows, out_dir, title=title, primary=primary)
-    print("\n" + markdown_table(rows), flush=True)
+        if seeds is None:
+            table = rows
+            paths = write_report(rows, out_dir, title=title, primary=primary)
+        else:
+            table = aggregate_seeds(rows)
+            paths = write_report(table, out_dir, title=title, primary=primary, runs=rows)
+    print("\n" + markdown_table(table) + ("\n" + seeds_footnote(table) if seeds else ""), flush=True)
     print(f"report written to {out_dir}: " + ", ".join(paths), flush=True)
-    return rows, paths
+    return table, paths
