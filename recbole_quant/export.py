@@ -193,6 +193,8 @@ def _rebuild(state, checkpoint_path, overrides):
         saved["data_path"] = os.path.dirname(os.path.normpath(data_path))
     if saved.get("pretrained_checkpoint"):
         saved["pretrained_checkpoint"] = None  # L2QGCN init only; the weights come from state
+    if saved.get("teacher_checkpoint") or saved.get("distill_weight"):
+        saved.update(teacher_checkpoint=None, distill_weight=0)  # training only: not read
     # a checkpoint is a file: it must not opt in to unpickling RecBole's dataset caches (or
     # point them elsewhere), resume training or write caches; the command line still can
     saved.update(use_gpu=False, show_progress=False, trust_saved_dataset=False, resume=None,

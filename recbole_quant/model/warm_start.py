@@ -20,6 +20,50 @@ WARM_START_MODELS = ("LightGCN", "HQGNN", "L2QGCN", "HashGNN")
 EMBEDDING_KEYS = ("user_embedding.weight", "item_embedding.weight")
 
 
+def read_layer0_tables(path, config, option="pretrained_checkpoint", role="warm-start"):
+    """Load a checkpoint's layer-0 user/item tables, refusing one of another model or dataset.
+
+    Shared by warm starts (``pretrained_checkpoint``) and distillation teachers
+    (``teacher_checkpoint``, :mod:`recbole_quant.model.distillation`); the shape checks
+    against the model are the caller's.
+
+    Args:
+        path (str): a recbole_quant checkpoint (``saved/<Model>-<time>.pth``).
+        config: the run's Config (its ``dataset`` is checked against the file).
+        option (str): the option that named the file (quoted in every message).
+        role (str): what the checkpoint is for, in messages ("warm-start", "teacher").
+
+    Returns:
+        tuple: the checkpoint dict, the user table [n_users, d] and the item table
+        [n_items, d] (tensors of the file).
+
+    Raises:
+        CheckpointError: missing / damaged file, a model without such tables, another
+        dataset.
+    """
+    path = str(path)
+    state = load_checkpoint(path)  # CheckpointError: missing, damaged, not ours
+    source = state.get("model")
+    where = f"{option}={path}"
+    if source not in WARM_START_MODELS:
+        need = "a warm start" if role == "warm-start" else f"a {role}"
+        raise CheckpointError(
+            f"{where} holds a {source} model: {need} needs layer-0 user/item tables, "
+            f"from a checkpoint of {', '.join(WARM_START_MODELS)}."
+        )
+    if state.get("dataset") != config["dataset"]:
+        raise CheckpointError(
+            f"{where} was trained on dataset {state.get('dataset')!r}, not "
+            f"{config['dataset']!r}: its user/item ids do not match. Train the {role} "
+            f"model on {config['dataset']!r} first."
+        )
+    weights = state["state_dict"]
+    for key in EMBEDDING_KEYS:
+        if key not in weights:
+            raise CheckpointError(f"{where} has no {key} (its {source} has no ID embeddings).")
+    return state, weights[EMBEDDING_KEYS[0]], weights[EMBEDDING_KEYS[1]]
+
+
 def load_layer0_tables(path, config, user_table, item_table, size_key="embedding_size"):
     """Copy the checkpoint's user and item layer-0 tables into ``user_table`` / ``item_table``.
 
@@ -34,33 +78,21 @@ def load_layer0_tables(path, config, user_table, item_table, size_key="embedding
         dataset, or tables of another shape.
     """
     path = str(path)
-    state = load_checkpoint(path)  # CheckpointError: missing, damaged, not ours
+    state, user_weights, item_weights = read_layer0_tables(path, config)
     source = state.get("model")
     where = f"pretrained_checkpoint={path}"
-    if source not in WARM_START_MODELS:
-        raise CheckpointError(
-            f"{where} holds a {source} model: a warm start needs layer-0 user/item tables, "
-            f"from a checkpoint of {', '.join(WARM_START_MODELS)}."
-        )
-    if state.get("dataset") != config["dataset"]:
-        raise CheckpointError(
-            f"{where} was trained on dataset {state.get('dataset')!r}, not "
-            f"{config['dataset']!r}: its user/item ids do not match. Train the warm-start "
-            f"model on {config['dataset']!r} first."
-        )
-    weights = state["state_dict"]
-    for key, table in zip(EMBEDDING_KEYS, (user_table, item_table)):
-        if key not in weights:
-            raise CheckpointError(f"{where} has no {key} (its {source} has no ID embeddings).")
-        if tuple(weights[key].shape) != tuple(table.weight.shape):
+    for key, weights, table in zip(
+        EMBEDDING_KEYS, (user_weights, item_weights), (user_table, item_table)
+    ):
+        if tuple(weights.shape) != tuple(table.weight.shape):
             raise CheckpointError(
-                f"{where}: {key} has shape {tuple(weights[key].shape)}, this "
+                f"{where}: {key} has shape {tuple(weights.shape)}, this "
                 f"{config['model']} needs {tuple(table.weight.shape)}. Use the same dataset "
-                f"split and set --{size_key}={weights[key].shape[1]}."
+                f"split and set --{size_key}={weights.shape[1]}."
             )
     with torch.no_grad():
-        user_table.weight.copy_(weights[EMBEDDING_KEYS[0]])
-        item_table.weight.copy_(weights[EMBEDDING_KEYS[1]])
+        user_table.weight.copy_(user_weights)
+        item_table.weight.copy_(item_weights)
     getLogger().info(
         f"{config['model']}: layer-0 embeddings loaded from {source} checkpoint {path} "
         f"(epoch {state.get('epoch')})"

@@ -44,9 +44,10 @@ import torch.nn.functional as F
 from recbole.model.init import xavier_normal_initialization
 
 from recbole_quant.errors import ConfigValueError
-from recbole_quant.model import options
+from recbole_quant.model import distillation, options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr
+from recbole_quant.model.distillation import build_teacher, distinct_rows
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.model.layers import (
     BipartiteSage,
@@ -100,6 +101,7 @@ class HashGNN(QuantizedRecommender):
             logit_scale=options.number(config, "logit_scale", 0, strict=True),
             neg_per_pos=cls._negatives_per_positive(config),
             pretrained_checkpoint=options.optional_path(config, "pretrained_checkpoint"),
+            **distillation.read_options(config),
         )
         try:
             read["schedule"] = BetaSchedule(config["beta_step"], config["beta_period"])
@@ -189,6 +191,10 @@ class HashGNN(QuantizedRecommender):
             load_layer0_tables(
                 self.pretrained_checkpoint, config, self.user_embedding, self.item_embedding
             )
+        # frozen full-precision teacher when distill_weight > 0 (else None, nothing read)
+        propagation = getattr(self, "propagation", None)
+        norm_adj = propagation.norm_adj if propagation is not None else None
+        self.teacher = build_teacher(self, config, dataset, norm_adj)
         self._check_budget(config)
 
     def _check_budget(self, config):
@@ -336,16 +342,24 @@ class HashGNN(QuantizedRecommender):
     def calculate_loss(self, interaction):
         """``rec_weight * sigmoid CE + BPR`` on guided-STE mixed vectors.
 
+        With ``distill_weight > 0``, the teacher's listwise distillation over the batch's
+        distinct users and items (:mod:`recbole_quant.model.distillation`) is a second term,
+        on ``logit_scale * <z_u, z_i>`` with each distinct node's ``z`` guided-mixed once
+        (its code with probability ``beta``, as the rows of the ranking loss).
+
         Args:
             interaction (Interaction): ``USER_ID``, ``ITEM_ID``, ``NEG_ITEM_ID`` [S * B] in
                 RecBole's pairwise layout (see :meth:`_split_batch`).
 
         Returns:
-            torch.Tensor: scalar loss.
+            torch.Tensor: scalar loss; with distillation on, the tuple
+            ``(rec_weight * L_rec + L_rank, distill_weight * L_distill)``.
         """
         user, pos, neg = self._split_batch(interaction)
         s, b = neg.shape
-        z_user, z_item = self.forward(user, torch.cat([pos, neg.reshape(-1)]))
+        items = torch.cat([pos, neg.reshape(-1)])
+        z_user, z_item = self.forward(user, items)
+        z_nodes = (z_user, z_item)  # before mixing, for the distillation term
         z_pos, z_neg = z_item[:b], z_item[b:]
         if self.quantize:
             beta = float(self.beta)
@@ -359,7 +373,21 @@ class HashGNN(QuantizedRecommender):
         neg_score = self.logit_scale * (z_user.unsqueeze(0) * z_neg).sum(-1)  # [S, B]
         rec_loss = (F.softplus(-pos_score).sum() + F.softplus(neg_score).sum()) / (b * (s + 1))
         rank_loss = bpr(pos_score.unsqueeze(0), neg_score)
-        return self.rec_weight * rec_loss + rank_loss
+        loss = self.rec_weight * rec_loss + rank_loss
+        if self.teacher is None:
+            return loss
+        return loss, self.distill_weight * self._distillation(user, items, *z_nodes)
+
+    def _distillation(self, user, item, z_user, z_item):
+        """Distillation term over the distinct ``user`` / ``item`` ids of a batch's rows."""
+        users, user_row = distinct_rows(user)
+        items, item_row = distinct_rows(item)
+        z_u, z_i = z_user[user_row], z_item[item_row]  # rows of one id share their z
+        if self.quantize:
+            beta = float(self.beta)
+            z_u = guided_mix(sign_ste(z_u), z_u, guided_mask(len(users), beta, device=z_u.device))
+            z_i = guided_mix(sign_ste(z_i), z_i, guided_mask(len(items), beta, device=z_i.device))
+        return self.teacher.loss(users, items, self.logit_scale * (z_u @ z_i.T))
 
     # -- inference ---------------------------------------------------------------------------
     def train(self, mode=True):

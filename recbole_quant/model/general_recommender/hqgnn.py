@@ -23,10 +23,11 @@ import itertools
 import torch
 import torch.nn as nn
 
-from recbole_quant.model import options
+from recbole_quant.model import distillation, options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
+from recbole_quant.model.distillation import build_teacher, distinct_rows
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quantization import HessianDeltaEstimator, UniformQuantizer, hessian_statistics
@@ -70,6 +71,7 @@ class HQGNN(QuantizedRecommender):
             # shared popularity direction from the scores, which costs quality at b >= 2
             # (docs/results/ml100k.md)
             center=(bits == 1) if center is None else center,
+            **distillation.read_options(config),
         )
 
     def __init__(self, config, dataset):
@@ -94,6 +96,8 @@ class HQGNN(QuantizedRecommender):
         if self.grad_estimator == "gste" and self.fixed_delta is not None:
             self.user_quantizer.set_delta(self.fixed_delta)
             self.item_quantizer.set_delta(self.fixed_delta)
+        # frozen full-precision teacher when distill_weight > 0 (else None, nothing read)
+        self.teacher = build_teacher(self, config, dataset, self.propagation.norm_adj)
 
     # -- encoder ---------------------------------------------------------------------------
     def forward(self):
@@ -128,12 +132,16 @@ class HQGNN(QuantizedRecommender):
 
         During the ``warmup_epochs`` full-precision epochs, BPR is on the continuous
         embeddings (LightGCN); quantized training starts at epoch ``warmup_epochs``.
+        With ``distill_weight > 0``, the teacher's listwise distillation over the batch's
+        distinct users and items (:mod:`recbole_quant.model.distillation`) on the same
+        (dequantized or, during warm-up, continuous) embeddings is a second term.
 
         Args:
             interaction (Interaction): ``USER_ID``, ``ITEM_ID``, ``NEG_ITEM_ID``, each [B].
 
         Returns:
-            torch.Tensor: scalar loss.
+            torch.Tensor: scalar loss; with distillation on, the tuple
+            ``(BPR + L2, distill_weight * L_distill)``.
         """
         user, pos, neg = self._batch(interaction)
         user_all, item_all = self.forward()
@@ -144,7 +152,17 @@ class HQGNN(QuantizedRecommender):
             neg_hat = self.item_quantizer(neg_hat)
         mf_loss = self._bpr(u_hat, pos_hat, neg_hat)
         reg_loss = layer0_l2(self.user_embedding, self.item_embedding, user, pos, neg)
-        return mf_loss + self.reg_weight * reg_loss
+        loss = mf_loss + self.reg_weight * reg_loss
+        if self.teacher is None:
+            return loss
+        users, _ = distinct_rows(user)
+        items, _ = distinct_rows(torch.cat([pos, neg]))
+        student_u, student_i = user_all[users], item_all[items]
+        if self.quantizing:
+            student_u = self.user_quantizer(student_u)
+            student_i = self.item_quantizer(student_i)
+        distill = self.teacher.loss(users, items, student_u @ student_i.T)
+        return loss, self.distill_weight * distill
 
     # -- epoch hook: warm-up and Hessian-aware delta --------------------------------------
     @property

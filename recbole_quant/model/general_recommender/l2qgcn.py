@@ -51,11 +51,12 @@ import torch.nn as nn
 from recbole.utils import InputType
 
 from recbole_quant.errors import ConfigValueError
-from recbole_quant.model import options
+from recbole_quant.model import distillation, options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
 from recbole_quant.packed import PackedPredictor
+from recbole_quant.model.distillation import build_teacher, distinct_rows
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.quantization import ScaledSign, TanhSign, TemperatureSchedule
 
@@ -117,6 +118,7 @@ class L2QGCN(QuantizedRecommender):
             pretrained_checkpoint=pretrained_checkpoint,
             schedule=schedule,
             binary_from_epoch=binary_from_epoch,
+            **distillation.read_options(config),
         )
 
     def __init__(self, config, dataset):
@@ -149,6 +151,8 @@ class L2QGCN(QuantizedRecommender):
             load_layer0_tables(
                 self.pretrained_checkpoint, config, self.user_embedding, self.item_embedding
             )
+        # frozen full-precision teacher when distill_weight > 0 (else None, nothing read)
+        self.teacher = build_teacher(self, config, dataset, self.propagation.norm_adj)
 
     def _layer_weights(self):
         """``w_l`` for l = 0..L: [G] float32."""
@@ -217,11 +221,16 @@ class L2QGCN(QuantizedRecommender):
     def calculate_loss(self, interaction):
         r"""BPR on the (stage's) binarised concatenation + L2 on the batch's layer-0 rows.
 
+        With ``distill_weight > 0``, the teacher's listwise distillation over the batch's
+        distinct users and items (:mod:`recbole_quant.model.distillation`) on the same
+        scores (the stage's representation, layer-weighted) is a second term.
+
         Args:
             interaction (Interaction): ``USER_ID``, ``ITEM_ID``, ``NEG_ITEM_ID``, each [B].
 
         Returns:
-            torch.Tensor: scalar loss.
+            torch.Tensor: scalar loss; with distillation on, the tuple
+            ``(BPR + L2, distill_weight * L_distill)``.
         """
         user = interaction[self.USER_ID]
         pos = interaction[self.ITEM_ID]
@@ -232,7 +241,16 @@ class L2QGCN(QuantizedRecommender):
         n = self.quantize(item_all[neg])
         mf_loss = bpr(self._score(u, p), self._score(u, n))
         reg_loss = layer0_l2(self.user_embedding, self.item_embedding, user, pos, neg)
-        return mf_loss + self.reg_weight * reg_loss
+        loss = mf_loss + self.reg_weight * reg_loss
+        if self.teacher is None:
+            return loss
+        users, _ = distinct_rows(user)
+        items, _ = distinct_rows(torch.cat([pos, neg]))
+        student_u = self.quantize(user_all[users])  # [U, G, d]
+        student_i = self.quantize(item_all[items])  # [M, G, d]
+        scores = torch.einsum("ugd,mgd,g->um", student_u, student_i, self.layer_weight.pow(2))
+        distill = self.teacher.loss(users, items, scores)
+        return loss, self.distill_weight * distill
 
     # -- packed inference ------------------------------------------------------------------
     @torch.no_grad()
