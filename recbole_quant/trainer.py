@@ -38,6 +38,7 @@ from recbole_quant.checkpoint import (
     reserve_checkpoint_name,
     save_atomic,
 )
+from recbole_quant.diagnostics import CodeHealthMixin
 from recbole_quant.distributed import SlicedBatchMixin, broadcast_text, is_distributed, is_rank_zero
 from recbole_quant.errors import CheckpointError, TrainingDivergedError
 from recbole_quant.evaluation import PackedEvalMixin, SparseCollector
@@ -237,6 +238,7 @@ class SparseCollectorMixin:
 
 
 class QuantTrainer(
+    CodeHealthMixin,
     DivergenceGuardMixin,
     EpochTimerMixin,
     EpochHookMixin,
@@ -253,7 +255,11 @@ class QuantTrainer(
 
     The base order matters (Python calls the leftmost first):
 
-    * ``DivergenceGuardMixin`` first: its weight check runs after the whole epoch, outside
+    * ``CodeHealthMixin`` (:mod:`recbole_quant.diagnostics`) before ``DivergenceGuardMixin``:
+      its per-epoch code diagnostics run once the guard has checked the weights and built
+      the predictor, so they read that predictor's codes (never diverged weights) and stay
+      outside the epoch's measured time;
+    * ``DivergenceGuardMixin`` next: its weight check runs after the whole epoch, outside
       the epoch's measured time;
     * ``EpochTimerMixin`` before ``EpochHookMixin``: the hook's work (a Hessian refresh)
       counts in the epoch's time;

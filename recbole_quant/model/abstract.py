@@ -14,9 +14,13 @@ What every quantized model shares and RecBole's ``GeneralRecommender`` lacks:
   :mod:`recbole_quant.model.options`.
 """
 
+import numpy as np
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
+
+from recbole_quant.packed import PackedPredictor, unpack_signs
+from recbole_quant.packed.bitpack import n_words
 
 
 class QuantizedRecommender(GeneralRecommender):
@@ -101,3 +105,30 @@ class QuantizedRecommender(GeneralRecommender):
     def storage(self):
         """:class:`StorageReport` of the packed user and item code tables."""
         return self.predictor.storage()
+
+    def integer_codes(self):
+        """The codes the predictor scores, unpacked: ``(user_codes, item_codes)`` or None.
+
+        ``torch.uint8`` [n_users, D] and [n_items, D] (row 0: RecBole's padding id). Sign codes
+        hold 1 for +1 and 0 for -1, with a code of G groups (L2Q-GCN's layers) flattened to
+        D = G * d; uniform codes hold the level k in [0, 2^bits). Unpacked from the cached
+        predictor (no forward pass once it is built); None when the model has no codes
+        (HashGNN ``quantize: False``). Read by :mod:`recbole_quant.diagnostics`.
+        """
+        packed = getattr(self.predictor, "packed", self.predictor)  # soft re-ranking wraps one
+        if not isinstance(packed, PackedPredictor):
+            return None
+        arrays = packed.to_arrays()
+        dim = int(arrays["shape"][0])
+        tables = []
+        for words in (arrays["user_words"], arrays["item_words"]):
+            words = words.reshape(len(words), -1, n_words(dim))  # [n, G or bits, W]
+            if str(arrays["kind"]) == "sign":
+                codes = (unpack_signs(words, dim) > 0).view(np.uint8)
+            else:  # plane by plane in uint8: 6x faster than unpack_planes' int64 sum
+                codes = np.zeros((len(words), dim), dtype=np.uint8)
+                for plane in range(words.shape[1]):
+                    bit = (unpack_signs(words[:, plane], dim) > 0).view(np.uint8)
+                    codes |= bit << np.uint8(plane)
+            tables.append(torch.from_numpy(codes.reshape(len(words), -1)))
+        return tuple(tables)
