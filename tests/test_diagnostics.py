@@ -236,3 +236,28 @@ def test_code_health_false_logs_nothing(tmp_path, caplog, monkeypatch):
     assert "code health" not in messages and "Code collapse" not in messages
     assert not any(tag.startswith("code_health/") for tag, _ in trainer.tensorboard.scalars)
     assert trainer.code_health is None
+
+
+def test_a_few_constant_dimensions_are_no_collapse():
+    from recbole_quant.diagnostics import COLLAPSE_CONSTANT_SHARE
+
+    rng = np.random.default_rng(0)
+    table = torch.from_numpy(rng.integers(0, 2, (50, 8)).astype(np.uint8))
+    table[:, 3] = 1  # 1 of 8 constant: lost capacity, reported, not a collapse
+    stats = code_stats(table)
+    assert stats["constant_dims"] == 1 and 1 / 8 <= COLLAPSE_CONSTANT_SHARE
+    assert collapse_reasons(stats, "user") == []
+    table[:, :3] = 0  # 4 of 8 constant: a collapse
+    assert "4 of 8 dimensions are constant" in collapse_reasons(code_stats(table), "user")[0]
+
+
+def test_codes_in_training_waits_for_the_quantized_stage():
+    from types import SimpleNamespace
+
+    from recbole_quant.diagnostics import codes_in_training
+
+    assert codes_in_training(SimpleNamespace(), 0)  # no warm-up: trained from epoch 0
+    warmup = SimpleNamespace(quantized_from_epoch=3)
+    assert not codes_in_training(warmup, 2) and codes_in_training(warmup, 3)
+    assert not codes_in_training(SimpleNamespace(beta=torch.tensor(0.0)), 5)  # HashGNN, beta 0
+    assert codes_in_training(SimpleNamespace(beta=torch.tensor(0.02)), 5)
