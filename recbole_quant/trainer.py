@@ -43,6 +43,7 @@ from recbole_quant.distributed import SlicedBatchMixin, broadcast_text, is_distr
 from recbole_quant.errors import CheckpointError, TrainingDivergedError
 from recbole_quant.evaluation import PackedEvalMixin, SparseCollector
 from recbole_quant.registry import is_plugin_model
+from recbole_quant.stage_switch import StageSwitchMixin
 
 class SafeCheckpointMixin:
     """Checkpoints of tensors and plain values, loaded with ``weights_only=True``."""
@@ -242,6 +243,7 @@ class QuantTrainer(
     DivergenceGuardMixin,
     EpochTimerMixin,
     EpochHookMixin,
+    StageSwitchMixin,
     SlicedBatchMixin,
     SparseCollectorMixin,
     SafeCheckpointMixin,
@@ -265,6 +267,10 @@ class QuantTrainer(
       counts in the epoch's time;
     * ``EpochHookMixin`` before ``SlicedBatchMixin``: the hook sees the whole global batch
       stream on every rank; the slicing (multi-process runs only) wraps just the loss;
+    * ``StageSwitchMixin`` (:mod:`recbole_quant.stage_switch`) next to the other model hook,
+      anywhere before RecBole's ``Trainer``, whose ``_valid_epoch`` it wraps: the model's
+      ``on_valid_end(epoch, score)`` (a ``warmup_patience`` warm-up ending) runs before
+      early stopping and checkpointing see that evaluation;
     * ``SafeCheckpointMixin`` before ``PackedEvalMixin``: its ``evaluate`` loads the best
       checkpoint, then hands over to the packed path;
     * ``PackedEvalMixin`` before RecBole's ``Trainer``: it overrides ``_full_sort_batch_eval``
@@ -278,11 +284,13 @@ class QuantTrainer(
         """Model selection across a full-precision warm-up.
 
         ``model.quantized_from_epoch`` (0 when absent) is the first epoch trained through the
-        quantizers. For every epoch up to and including it, the best validation score and the
-        early-stopping counter are reset after the epoch's training (so before its
-        validation): warm-up evaluations (which rank the codes all the same) are logged and
-        saved but never stop training, and once quantized training runs only its own
-        checkpoints compete. A function of the epoch index, so it holds after a resume.
+        quantizers: fixed, or the epoch where ``warmup_patience`` ended the warm-up (the
+        model keeps it in its checkpointed ``other_parameter``). For every epoch up to and
+        including it, the best validation score and the early-stopping counter are reset
+        after the epoch's training (so before its validation): warm-up evaluations (which
+        rank the codes all the same) are logged and saved but never stop training, and once
+        quantized training runs only its own checkpoints compete. A function of the epoch
+        index and the model's saved switch epoch, so it holds after a resume.
         """
         loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         start = getattr(self.model, "quantized_from_epoch", 0)

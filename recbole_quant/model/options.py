@@ -40,12 +40,17 @@ def boolean(config, key):
     return value
 
 
-def integer(config, key, low, high=None):
-    """``config[key]`` if it is an integer in ``low..high`` (``high`` None: no upper bound)."""
+def integer(config, key, low, high=None, none_allowed=False):
+    """``config[key]`` if it is an integer in ``low..high`` (``high`` None: no upper bound).
+
+    ``none_allowed``: ``~`` (None) is returned as None (the meaning is the yaml comment's).
+    """
     value = config[key]
+    if value is None and none_allowed:
+        return None
     if not _is_int(value) or value < low or (high is not None and value > high):
         span = f"{low}..{high}" if high is not None else f">= {low}"
-        raise _invalid(key, value, f"an integer in {span}")
+        raise _invalid(key, value, f"an integer in {span}" + (", or ~" if none_allowed else ""))
     return value
 
 

@@ -15,7 +15,10 @@ projection) -> codes ``sign(z)`` (``0 -> +1``) with an identity straight-through
 Training mixes codes and continuous vectors per row ("guided STE"): with probability
 ``beta(epoch) = min(1, beta_step * floor(epoch / beta_period))`` a row uses its code, else
 ``z``; a user and its positive item share the draw, every negative has its own. ``beta``
-reaches 1 (pure codes, plain STE) within the default training budget.
+reaches 1 (pure codes, plain STE) within the default training budget. An optional
+continuous warm-up (``warmup_epochs``, default 0) keeps ``beta = 0`` before the schedule
+starts, ``beta(epoch) = schedule(epoch - start)``; with ``warmup_patience`` it ends earlier,
+when the validation score stops improving (:mod:`recbole_quant.stage_switch`).
 
 Loss on the mixed vectors, ``s(u, i) = logit_scale * <z_u, z_i>``:
 ``L = rec_weight * L_rec + L_rank`` with ``L_rec`` the sigmoid cross-entropy (label 1 for
@@ -58,13 +61,14 @@ from recbole_quant.model.layers import (
 )
 from recbole_quant.packed import FloatPredictor, PackedPredictor, SoftRerankPredictor
 from recbole_quant.quantization import BetaSchedule, guided_mask, guided_mix, sign_ste
+from recbole_quant.stage_switch import WarmupSwitchModelMixin, warmup_switch
 
 USER, ITEM = 0, 1
 # Longest sign code accepted per node: 64 words of 64 bits
 MAX_CODE_LENGTH = 4096
 
 
-class HashGNN(QuantizedRecommender):
+class HashGNN(WarmupSwitchModelMixin, QuantizedRecommender):
     r"""HashGNN: a GNN encoder, a tanh hash layer and guided-STE training to K-bit codes.
 
     Encoders (``encoder``):
@@ -101,6 +105,8 @@ class HashGNN(QuantizedRecommender):
             logit_scale=options.number(config, "logit_scale", 0, strict=True),
             neg_per_pos=cls._negatives_per_positive(config),
             pretrained_checkpoint=options.optional_path(config, "pretrained_checkpoint"),
+            warmup_epochs=options.integer(config, "warmup_epochs", 0),
+            warmup_patience=options.integer(config, "warmup_patience", 1, none_allowed=True),
             **distillation.read_options(config),
         )
         try:
@@ -181,6 +187,11 @@ class HashGNN(QuantizedRecommender):
 
         # guided-STE state: derived from the epoch in on_train_epoch_start (saved as a buffer)
         self.register_buffer("beta", torch.tensor(0.0, dtype=torch.float64))
+        # continuous warm-up (beta = 0) before the schedule: none by default
+        self.warmup_switch = warmup_switch(
+            config, "HashGNN", self.warmup_epochs if self.quantize else 0,
+            self.warmup_patience, stage="the guided-STE schedule",
+        )
 
         # storage variables for full sort evaluation acceleration (dropped in train mode)
         self._tables = None
@@ -201,15 +212,17 @@ class HashGNN(QuantizedRecommender):
         """Warn when the schedule cannot reach beta = 1 or early stopping could cut it short.
 
         Early stopping stops at the earliest after ``(stopping_step + 1) * eval_step``
-        epochs; the defaults keep that beyond ``epochs_to_full()``.
+        epochs of the schedule (a warm-up never stops early: the trainer restarts model
+        selection where the schedule starts); the defaults keep that beyond
+        ``epochs_to_full()``.
         """
         if not self.quantize:
             return
         full = self.schedule.epochs_to_full()
-        if config["epochs"] <= full:
+        if config["epochs"] <= self.warmup_epochs + full:  # a warm-up delays it (at most that)
             self.logger.warning(
-                f"HashGNN: beta reaches 1 (pure codes) at epoch {full}, but epochs="
-                f"{config['epochs']}: training ends on the guided (mixed) schedule."
+                f"HashGNN: beta reaches 1 (pure codes) at epoch {self.warmup_epochs + full}, "
+                f"but epochs={config['epochs']}: training ends on the guided (mixed) schedule."
             )
         eval_step, stopping_step = config["eval_step"], config["stopping_step"]
         if eval_step and eval_step > 0 and (stopping_step + 1) * eval_step <= full:
@@ -220,9 +233,18 @@ class HashGNN(QuantizedRecommender):
             )
 
     # -- schedule ----------------------------------------------------------------------------
+    @property
+    def quantized_from_epoch(self):
+        """First epoch of the guided-STE schedule (read by :class:`QuantTrainer`): 0 without a
+        warm-up, ``warmup_epochs``, or where ``warmup_patience`` ended the warm-up."""
+        return self.warmup_switch.switch_epoch
+
     def on_train_epoch_start(self, epoch_idx, train_data=None):
-        """Set ``beta`` for this epoch (called by :class:`QuantTrainer`, also after resuming)."""
-        beta = self.schedule(epoch_idx) if self.quantize else 0.0
+        """Set ``beta`` for this epoch (called by :class:`QuantTrainer`, also after resuming):
+        0 during the warm-up, then ``schedule(epoch_idx - quantized_from_epoch)``."""
+        self.warmup_switch.announce(epoch_idx)
+        start = self.quantized_from_epoch
+        beta = self.schedule(epoch_idx - start) if self.quantize and epoch_idx >= start else 0.0
         if float(self.beta) != beta or epoch_idx == 0:
             self.logger.info(f"HashGNN epoch {epoch_idx}: guided-STE beta = {beta:.4g}")
         self.beta.fill_(beta)

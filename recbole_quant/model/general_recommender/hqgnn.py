@@ -31,13 +31,18 @@ from recbole_quant.model.distillation import build_teacher, distinct_rows
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quantization import HessianDeltaEstimator, UniformQuantizer, hessian_statistics
+from recbole_quant.stage_switch import WarmupSwitchModelMixin, warmup_switch
 
 
-class HQGNN(QuantizedRecommender):
+class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
     r"""HQ-GNN: LightGCN + b-bit uniform quantization of the final embeddings + GSTE.
 
     Shapes: ``n_users`` users and ``n_items`` items (padding item 0 included), embedding
     size ``d``; a training batch holds ``B`` (user, positive, negative) triples.
+
+    The full-precision warm-up lasts ``warmup_epochs`` epochs, or ends earlier with
+    ``warmup_patience`` (:mod:`recbole_quant.stage_switch`): ``quantized_from_epoch`` is
+    the epoch it ended.
     """
 
     bit_width_key = "bits"
@@ -66,6 +71,7 @@ class HQGNN(QuantizedRecommender):
             hessian_batches=options.integer(config, "hessian_batches", 1),
             hessian_refresh=options.integer(config, "hessian_refresh", 1),
             warmup_epochs=options.integer(config, "warmup_epochs", 0),
+            warmup_patience=options.integer(config, "warmup_patience", 1, none_allowed=True),
             pretrained_checkpoint=options.optional_path(config, "pretrained_checkpoint"),
             # ~ = by width: centring pays at 1 bit (one threshold per table) but removes the
             # shared popularity direction from the scores, which costs quality at b >= 2
@@ -77,6 +83,10 @@ class HQGNN(QuantizedRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # sets the attributes of read_options
         self.current_epoch = 0  # set by on_train_epoch_start (also after a resume)
+        # end of the full-precision warm-up: warmup_epochs, or earlier by warmup_patience
+        self.warmup_switch = warmup_switch(
+            config, "HQGNN", self.warmup_epochs, self.warmup_patience
+        )
 
         # define layers and loss
         self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
@@ -130,8 +140,8 @@ class HQGNN(QuantizedRecommender):
     def calculate_loss(self, interaction):
         r"""BPR on the dequantized embeddings + L2 on the batch's layer-0 rows.
 
-        During the ``warmup_epochs`` full-precision epochs, BPR is on the continuous
-        embeddings (LightGCN); quantized training starts at epoch ``warmup_epochs``.
+        During the full-precision warm-up, BPR is on the continuous embeddings
+        (LightGCN); quantized training starts at epoch ``quantized_from_epoch``.
         With ``distill_weight > 0``, the teacher's listwise distillation over the batch's
         distinct users and items (:mod:`recbole_quant.model.distillation`) on the same
         (dequantized or, during warm-up, continuous) embeddings is a second term.
@@ -167,18 +177,22 @@ class HQGNN(QuantizedRecommender):
     # -- epoch hook: warm-up and Hessian-aware delta --------------------------------------
     @property
     def quantized_from_epoch(self):
-        """First epoch trained through the quantizers (read by :class:`QuantTrainer`)."""
-        return self.warmup_epochs
+        """First epoch trained through the quantizers (read by :class:`QuantTrainer`):
+        ``warmup_epochs``, or the epoch after the evaluation that ended the warm-up by
+        ``warmup_patience``."""
+        return self.warmup_switch.switch_epoch
 
     @property
     def quantizing(self):
         """Whether the current training epoch trains through the quantizers."""
-        return self.current_epoch >= self.warmup_epochs
+        return self.current_epoch >= self.quantized_from_epoch
 
     def on_train_epoch_start(self, epoch_idx, train_data):
         """Track the epoch; re-anchor the ranges during warm-up; refresh delta."""
         self.current_epoch = epoch_idx
-        if epoch_idx <= self.warmup_epochs and self.warmup_epochs > 0:
+        self.warmup_switch.announce(epoch_idx)
+        start = self.quantized_from_epoch
+        if epoch_idx <= start and start > 0:
             # Warm-up: the ranges follow the continuous embeddings (mean -/+ init_std * std of
             # the whole tables), so validation ranks the codes the model would have now; the
             # last re-anchoring, at the first quantized epoch, is where learning them starts.
@@ -187,7 +201,7 @@ class HQGNN(QuantizedRecommender):
                 self.user_quantizer.initialize_range(user_all)
                 self.item_quantizer.initialize_range(item_all)
         if self.quantizing:
-            self._refresh_delta(epoch_idx - self.warmup_epochs, train_data)
+            self._refresh_delta(epoch_idx - start, train_data)
 
     def _refresh_delta(self, epoch_idx, train_data):
         """Refresh the GSTE strength delta every ``hessian_refresh`` quantized epochs.

@@ -29,7 +29,9 @@ Variants (``variant``; each only sets defaults of ``estimator`` and ``anneal``):
 * ``anl`` (L2Q-GCN-anl): BiGeaR's Gaussian approximation of the Dirac delta as the gradient of
   sign ("quantisation approximation") plus annealing: ``two_stage`` (full-precision warm-up
   for ``warmup_epochs`` epochs, or a ``pretrained_checkpoint``, then binarised) or
-  ``tanh_temperature`` (``alpha * tanh(tau x / alpha)`` with rising ``tau``).
+  ``tanh_temperature`` (``alpha * tanh(tau x / alpha)`` with rising ``tau``). With
+  ``warmup_patience``, the ``two_stage`` warm-up ends earlier, after that many evaluations
+  without improvement of the validation score (:mod:`recbole_quant.stage_switch`).
 
 Why the warm start matters (measured on ml-100k, ``docs/results/ml100k.md``): binarised
 from a random init, the first BPR steps align every coordinate's sign with the dominant
@@ -59,6 +61,7 @@ from recbole_quant.packed import PackedPredictor
 from recbole_quant.model.distillation import build_teacher, distinct_rows
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.quantization import ScaledSign, TanhSign, TemperatureSchedule
+from recbole_quant.stage_switch import WarmupSwitchModelMixin, warmup_switch
 
 # variant -> (estimator, anneal) used when those keys are ~ (None)
 VARIANT_DEFAULTS = {"base": ("ste", "none"), "anl": ("gaussian", "two_stage")}
@@ -66,7 +69,7 @@ ESTIMATORS = ("ste", "gaussian")
 ANNEALS = ("two_stage", "tanh_temperature", "none")
 
 
-class L2QGCN(QuantizedRecommender):
+class L2QGCN(WarmupSwitchModelMixin, QuantizedRecommender):
     r"""L2Q-GCN / L2Q-GCN-anl: per-layer 1-bit codes with per-node, per-layer scales.
 
     Shapes: ``n_users`` users and ``n_items`` items (padding item 0 included), embedding size
@@ -80,6 +83,14 @@ class L2QGCN(QuantizedRecommender):
     def quantized_from_epoch(self):
         """First epoch trained with binarisation on (read by :class:`QuantTrainer`)."""
         return self.binary_from_epoch
+
+    @property
+    def binary_from_epoch(self):
+        """First epoch trained with binarisation on: ``binary_cap`` (0 without annealing,
+        ``warmup_epochs`` or 0 with a warm start for ``two_stage``, ``tau_epochs`` for
+        ``tanh_temperature``), or earlier where ``warmup_patience`` ended the two_stage
+        warm-up."""
+        return self.warmup_switch.switch_epoch
 
     @classmethod
     def read_options(cls, config):
@@ -96,13 +107,15 @@ class L2QGCN(QuantizedRecommender):
                 )
             except (TypeError, ValueError) as err:
                 raise ConfigValueError(f"tanh_temperature schedule: {err}") from None
-        # first epoch trained with binarisation on (QuantTrainer's model-selection rule)
+        warmup_patience = options.integer(config, "warmup_patience", 1, none_allowed=True)
+        # first epoch trained with binarisation on (QuantTrainer's model-selection rule); a
+        # two_stage warm-up may end earlier by warmup_patience
         if anneal == "two_stage":
-            binary_from_epoch = 0 if pretrained_checkpoint else warmup_epochs
+            binary_cap = 0 if pretrained_checkpoint else warmup_epochs
         elif anneal == "tanh_temperature":
-            binary_from_epoch = schedule.epochs
+            binary_cap = schedule.epochs
         else:
-            binary_from_epoch = 0
+            binary_cap = 0
         return dict(
             variant=variant,
             estimator=options.choice(config, "estimator", ESTIMATORS, none_means=default_estimator),
@@ -117,12 +130,22 @@ class L2QGCN(QuantizedRecommender):
             warmup_epochs=warmup_epochs,
             pretrained_checkpoint=pretrained_checkpoint,
             schedule=schedule,
-            binary_from_epoch=binary_from_epoch,
+            binary_cap=binary_cap,
+            warmup_patience=warmup_patience,
             **distillation.read_options(config),
         )
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # sets the attributes of read_options
+        patience = self.warmup_patience if self.anneal == "two_stage" else None
+        if self.warmup_patience is not None and patience is None:
+            self.logger.warning(
+                f"L2QGCN: warmup_patience={self.warmup_patience} applies to anneal=two_stage "
+                f"only (its full-precision warm-up); ignored with anneal={self.anneal}."
+            )
+        self.warmup_switch = warmup_switch(
+            config, "L2QGCN", self.binary_cap, patience, stage="binarised training"
+        )
         if self.binary_from_epoch >= config["epochs"]:
             self.logger.warning(
                 f"L2QGCN: epochs={config['epochs']} <= first binarised epoch "
@@ -173,6 +196,7 @@ class L2QGCN(QuantizedRecommender):
     def on_train_epoch_start(self, epoch_idx, train_data):
         """Set the stage (and the tanh temperature) for ``epoch_idx``; called by the trainer
         before every epoch, also the first one after a resume."""
+        self.warmup_switch.announce(epoch_idx)
         stage = self.stage_at(epoch_idx)
         if stage != self.stage or epoch_idx == self.binary_from_epoch > 0:
             self.logger.info(f"L2QGCN epoch {epoch_idx}: training stage '{stage}'")
