@@ -43,6 +43,7 @@ from recbole_quant.distributed import SlicedBatchMixin, broadcast_text, is_distr
 from recbole_quant.errors import CheckpointError, TrainingDivergedError
 from recbole_quant.evaluation import PackedEvalMixin, SparseCollector
 from recbole_quant.registry import is_plugin_model
+from recbole_quant.rng_state import capture_rng_state, restore_rng_state
 from recbole_quant.stage_switch import StageSwitchMixin
 
 class SafeCheckpointMixin:
@@ -81,6 +82,8 @@ class SafeCheckpointMixin:
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            # what the next epoch draws from (negatives, batch order): a resume continues it
+            "rng_state": capture_rng_state(getattr(self, "_train_loader", None)),
         }
         save_atomic(state, saved_model_file)
         if saved_model_file == self.saved_model_file:
@@ -119,7 +122,22 @@ class SafeCheckpointMixin:
                 f"was trained with. Detail: {str(err).splitlines()[0]}"
             ) from None
         self._apply_resumed_learning_rate(state, resume_file)
+        self._resumed_rng_state = state.get("rng_state")
+        if self._resumed_rng_state is None:
+            self.logger.warning(
+                f"{resume_file} holds no random-number state (written before it was saved): "
+                "the resumed epochs draw their negatives and batch order from the seed again."
+            )
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def fit(self, train_data, *args, **kwargs):  # RecBole's trainers differ in the rest
+        # the loader's shuffle generator is saved with every checkpoint (rng_state)
+        self._train_loader = train_data
+        resumed = getattr(self, "_resumed_rng_state", None)
+        if resumed is not None:  # continue the streams where the checkpoint left them
+            restore_rng_state(resumed, train_data)
+            self._resumed_rng_state = None
+        return super().fit(train_data, *args, **kwargs)
 
     def _apply_resumed_learning_rate(self, state, resume_file):
         """The configured ``learning_rate`` wins over the one in the optimizer state.

@@ -83,3 +83,40 @@ def test_resume_with_another_learning_rate_continues_at_the_new_rate(capsys):
         printed.out + printed.err)
     # the optimizer's moments are still the checkpoint's (only the rate changed)
     assert second_stage.optimizer.state_dict()["state"]
+
+
+def test_resume_continues_the_random_streams_of_the_uninterrupted_run(monkeypatch, tmp_path):
+    """Negatives and batch order of resumed epochs are those the uninterrupted run drew
+    (the checkpoint's rng_state), not a replay of the first epochs from the seed."""
+    import numpy as np
+    import recbole.sampler.sampler as sampler
+
+    drawn = []
+    original = sampler.Sampler.sample_by_user_ids
+
+    def recording(self, user_ids, item_ids, num):
+        out = original(self, user_ids, item_ids, num)
+        if self.phase == "train":
+            drawn.append(np.asarray(out[:20]).tolist())  # first rows of every batch
+        return out
+
+    monkeypatch.setattr(sampler.Sampler, "sample_by_user_ids", recording)
+    monkeypatch.chdir(tmp_path)
+    options = dict(FAST_RUN, eval_step=1, train_batch_size=20000)  # 4-5 batches per epoch
+
+    def per_epoch(result):
+        n = len(drawn) // result["epochs"]
+        return [drawn[e * n:(e + 1) * n] for e in range(result["epochs"])]
+
+    whole = per_epoch(run_recbole_quant(model="BPR", dataset="ml-100k", config_dict=dict(options, epochs=5)))
+    drawn.clear()
+    first = run_recbole_quant(model="BPR", dataset="ml-100k", config_dict=dict(options, epochs=3))
+    saved_epoch = torch.load(first["checkpoint"], weights_only=True)["epoch"]
+    drawn.clear()
+    run_recbole_quant(model="BPR", dataset="ml-100k",
+                      config_dict=dict(options, epochs=5, resume=first["checkpoint"]))
+    resumed_epochs = list(range(saved_epoch + 1, 5))
+    n = len(drawn) // len(resumed_epochs)
+    resumed = [drawn[i * n:(i + 1) * n] for i in range(len(resumed_epochs))]
+    assert resumed == [whole[e] for e in resumed_epochs]
+    assert resumed[0] != whole[0]  # not a replay of epoch 0
