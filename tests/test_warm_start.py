@@ -78,3 +78,24 @@ def test_checkpoint_of_another_size_or_dataset_is_refused(lightgcn):
         _build(data_path, "HQGNN", pretrained_checkpoint=path + ".missing", embedding_size=16)
     with pytest.raises(ConfigValueError, match="pretrained_checkpoint"):
         _build(data_path, "HQGNN", pretrained_checkpoint=3, embedding_size=16)
+
+
+def test_a_checkpoint_of_another_split_is_refused(lightgcn, tmp_path, monkeypatch):
+    """Warm starts and teachers must have trained on this run's training interactions only."""
+    data_path, path = lightgcn
+    _build(data_path, "HQGNN", pretrained_checkpoint=path, embedding_size=16, seed=7)  # split files
+    monkeypatch.chdir(tmp_path)  # ml-100k: RecBole's random split depends on the seed
+    trained = run_recbole_quant(model="LightGCN", dataset="ml-100k",
+                                config_dict=dict(FAST_RUN, epochs=1, seed=2020))["checkpoint"]
+
+    def build(seed, **options):
+        config = Config(model="HQGNN", dataset="ml-100k",
+                        config_dict=dict(FAST_RUN, seed=seed, **options), cmd_args=[])
+        _, train_data, _, _ = load_data(config)
+        return config.model_class(config, train_data._dataset)
+
+    build(2020, pretrained_checkpoint=trained)  # same seed, same split: accepted
+    with pytest.raises(CheckpointError, match=r"another split of 'ml-100k'.*--seed=2021"):
+        build(2021, pretrained_checkpoint=trained)
+    with pytest.raises(CheckpointError, match=r"teacher_checkpoint=.*another split.*teacher model"):
+        build(2021, teacher_checkpoint=trained, distill_weight=1.0)

@@ -57,11 +57,49 @@ def read_layer0_tables(path, config, option="pretrained_checkpoint", role="warm-
             f"{config['dataset']!r}: its user/item ids do not match. Train the {role} "
             f"model on {config['dataset']!r} first."
         )
+    _check_same_split(state, config, where, role)
     weights = state["state_dict"]
     for key in EMBEDDING_KEYS:
         if key not in weights:
             raise CheckpointError(f"{where} has no {key} (its {source} has no ID embeddings).")
     return state, weights[EMBEDDING_KEYS[0]], weights[EMBEDDING_KEYS[1]]
+
+
+def split_of(config):
+    """What decides which interactions are training ones: the split files when
+    ``benchmark_filename`` is set; else ``eval_args`` and, with random ordering (``RO``),
+    the seed (RecBole shuffles each user's interactions with it before splitting)."""
+    get = config.get if isinstance(config, dict) else (lambda key: config[key])
+    files = get("benchmark_filename")
+    if files:
+        return {"split files": list(files)}
+    eval_args = dict(get("eval_args") or {})
+    order = eval_args.get("order", "RO")
+    split = {"split": eval_args.get("split"), "group_by": eval_args.get("group_by"),
+             "order": order}
+    if order == "RO":
+        split["seed"] = get("seed")
+    return split
+
+
+def _check_same_split(state, config, where, role):
+    """Refuse a checkpoint trained on another split of the dataset: its training
+    interactions would include this run's validation and test interactions (a leak)."""
+    saved = state.get("config")
+    if not isinstance(saved, dict):
+        return
+    theirs, ours = split_of(saved), split_of(config)
+    if theirs == ours:
+        return
+    hint = (f"train the {role} model with --seed={ours['seed']}"
+            if "seed" in ours and "seed" in theirs and
+            {k: v for k, v in theirs.items() if k != "seed"} == {k: v for k, v in ours.items() if k != "seed"}
+            else f"train the {role} model with this run's split settings")
+    raise CheckpointError(
+        f"{where} was trained on another split of {config['dataset']!r} ({theirs}; this run: "
+        f"{ours}): its training interactions include this run's validation or test "
+        f"interactions. To use it, {hint}."
+    )
 
 
 def load_layer0_tables(path, config, user_table, item_table, size_key="embedding_size"):
