@@ -107,6 +107,8 @@ def columns(rows):
 def _cell(value, fmt):
     if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if fmt == "{}" and isinstance(value, float):  # a mean over seeds: epochs 53.7, 2
+        return str(int(value)) if value.is_integer() else f"{value:.1f}"
     try:
         return fmt.format(value)
     except (ValueError, TypeError):

@@ -179,3 +179,9 @@ def test_two_seeds_end_to_end(tmp_path, capsys):
     md = (out / "table.md").read_text()
     assert "seeds 2020,2021 (mean and sample std)" in md and "Recall@20 std" in md
     assert (out / "tradeoff.png").exists()
+
+
+def test_mean_epochs_are_printed_to_one_decimal():
+    from recbole_quant.report import _cell
+
+    assert (_cell(53.666666666666664, "{}"), _cell(2.0, "{}"), _cell(3, "{}")) == ("53.7", "2", "3")
