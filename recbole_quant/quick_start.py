@@ -140,7 +140,8 @@ def run_recbole_quant(
         ``config`` (the final Config), ``n_users`` / ``n_items`` (padding included),
         ``storage`` (a :class:`recbole_quant.packed.StorageReport` for quantized models, else
         ``None``), ``code_width`` (bits per code dimension of a quantized model),
-        ``best_epoch`` (the epoch of the tested checkpoint), ``log_file`` and
+        ``best_epoch`` (the epoch of the tested checkpoint), ``stop_reason`` (early
+        stopping, or the epoch cap and whether validation was still improving), ``log_file`` and
         ``tensorboard_dir``. Rank 0 also logs :func:`recbole_quant.summary.run_summary`.
     """
     config = Config(
@@ -242,6 +243,8 @@ def _train_and_test(config, saved):
         "world_size": distributed.world_size(config),
         "ranks_ran": distributed.count_ranks(config),
         "best_epoch": getattr(trainer, "saved_epoch", None) if saved else None,
+        "stop_reason": _stop_reason(config, trainer, len(epoch_seconds),
+                                    getattr(trainer, "saved_epoch", None) if saved else None),
         "log_file": log_file,
         "tensorboard_dir": _tensorboard_dir(trainer),
     }
@@ -249,6 +252,21 @@ def _train_and_test(config, saved):
     distributed.shutdown(config)
     _close_log_handlers()
     return result
+
+
+def _stop_reason(config, trainer, epochs_trained, best_epoch):
+    """Why training ended, for the summary: early stopping, or the epoch cap -- and then
+    whether validation was still improving (so ``--epochs`` was too small)."""
+    last = getattr(trainer, "start_epoch", 0) + epochs_trained - 1
+    cap, patience = config["epochs"], config["stopping_step"]
+    if last + 1 < cap:
+        return f"early stopping at epoch {last} (no better validation score for {patience} evaluations)"
+    reason = f"reached the cap epochs={cap}"
+    eval_step = config["eval_step"] or 0
+    if best_epoch is not None and eval_step > 0 and last - best_epoch < patience * eval_step:
+        reason += (f"; validation still improving (best epoch {best_epoch}, "
+                   f"{last - best_epoch} before the end): raise --epochs")
+    return reason
 
 
 def _plain(result):

@@ -83,6 +83,7 @@ def run_summary(result):
         f"{result['epochs']} trained"
         + (f", {per_epoch:.2f} s per epoch" if per_epoch is not None else "")
         + (f"; best validation epoch {best} (the checkpoint tested)" if best is not None else "")
+        + (f"; {result['stop_reason']}" if result.get("stop_reason") else "")
     )
     rows = [("model", f"{result['model']} on {result['dataset']}")]
     rows += [("test" if i == 0 else "", line)

@@ -120,3 +120,22 @@ def test_resume_continues_the_random_streams_of_the_uninterrupted_run(monkeypatc
     resumed = [drawn[i * n:(i + 1) * n] for i in range(len(resumed_epochs))]
     assert resumed == [whole[e] for e in resumed_epochs]
     assert resumed[0] != whole[0]  # not a replay of epoch 0
+
+
+def test_run_summary_says_why_training_stopped(monkeypatch, tmp_path):
+    from recbole_quant.summary import run_summary
+
+    monkeypatch.chdir(tmp_path)
+    capped = run_recbole_quant(model="BPR", dataset="ml-100k", config_dict=dict(FAST_RUN, epochs=2))
+    assert capped["stop_reason"].startswith("reached the cap epochs=2")
+    assert "raise --epochs" in capped["stop_reason"]  # the best epoch is one of the last two
+    assert capped["stop_reason"] in run_summary(capped)
+    from types import SimpleNamespace
+
+    from recbole_quant.quick_start import _stop_reason
+
+    config = {"epochs": 100, "stopping_step": 10, "eval_step": 5}
+    resumed = SimpleNamespace(start_epoch=40)  # 30 epochs trained after a resume at 40
+    assert _stop_reason(config, resumed, 30, 24) == (
+        "early stopping at epoch 69 (no better validation score for 10 evaluations)")
+    assert _stop_reason(config, SimpleNamespace(start_epoch=0), 100, 20) == "reached the cap epochs=100"
