@@ -68,6 +68,11 @@ class SafeCheckpointMixin:
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
+        if epoch == -1 and self.saved_epoch is not None and "saved_model_file" not in kwargs:
+            # RecBole's fit saves "epoch -1" when a resumed run has nothing left to train: the
+            # resumed file already holds this model, and rewriting it as epoch -1 would make
+            # a later --resume start again from epoch 0
+            return
         if "saved_model_file" not in kwargs:
             self._reserve_name()
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
