@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from recbole_quant.distributed import is_rank_zero
-from recbole_quant.errors import ConfigValueError
+from recbole_quant.model.options import switch
 
 __all__ = [
     "COLLAPSE_CONSTANT_SHARE",
@@ -97,20 +97,7 @@ def code_health_enabled(config):
     Args:
         config: a RecBole ``Config`` (missing keys read as None) or a dict, or None.
     """
-    if config is None:
-        return True
-    try:
-        value = config["code_health"]
-    except KeyError:
-        value = None
-    if value is None:
-        return True
-    if not isinstance(value, bool):
-        raise ConfigValueError(
-            f"code_health={value!r}: must be true or false "
-            "(false = no per-epoch code diagnostics)."
-        )
-    return value
+    return switch(config, "code_health", "no per-epoch code diagnostics")
 
 
 def _check(codes):

@@ -40,6 +40,27 @@ def boolean(config, key):
     return value
 
 
+def switch(config, key, off_means):
+    """An on/off key that is on unless set to False: True when ``config`` is None, the key is
+    missing or ``~``. Any other non-bool value fails naming what ``False`` turns off.
+
+    Args:
+        config: a RecBole ``Config`` (missing keys read as None) or a dict, or None.
+        off_means (str): what ``False`` does, for the message.
+    """
+    if config is None:
+        return True
+    try:
+        value = config[key]
+    except KeyError:
+        value = None
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise ConfigValueError(f"{key}={value!r}: must be true or false (false = {off_means}).")
+    return value
+
+
 def integer(config, key, low, high=None, none_allowed=False):
     """``config[key]`` if it is an integer in ``low..high`` (``high`` None: no upper bound).
 

@@ -10,7 +10,7 @@
 The config key ``fast_propagation`` (default true) turns it on and off for every model:
 :func:`fast_propagation_enabled` is the one place that reads it.
 """
-from recbole_quant.errors import ConfigValueError
+from recbole_quant.model.options import switch
 from recbole_quant.sparse.propagation import (
     CSRAdjacency,
     lightgcn_layer_mean,
@@ -33,17 +33,4 @@ def fast_propagation_enabled(config):
     Args:
         config: a RecBole ``Config`` (missing keys read as None) or a dict, or None.
     """
-    if config is None:
-        return True
-    try:
-        value = config["fast_propagation"]
-    except KeyError:
-        value = None
-    if value is None:
-        return True
-    if not isinstance(value, bool):
-        raise ConfigValueError(
-            f"fast_propagation={value!r}: must be true or false "
-            "(false = torch.sparse.mm for the graph propagation)."
-        )
-    return value
+    return switch(config, "fast_propagation", "torch.sparse.mm for the graph propagation")
