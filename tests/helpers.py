@@ -46,3 +46,20 @@ def make_toy_benchmark(root, name="toy", n_users=50, n_items=40, per_user=10, se
     for part, rows in parts.items():
         write_inter(os.path.join(str(root), name, f"{name}.{part}.inter"), rows)
     return str(root)
+
+
+def train_toy_lightgcn(root, config_dict):
+    """A toy benchmark ("toy", plus "other" of another seed) under ``root`` and a LightGCN
+    trained on "toy" in ``root``; returns (data_path, checkpoint path)."""
+    from recbole_quant.quick_start import run_recbole_quant
+
+    data_path = make_toy_benchmark(root)
+    make_toy_benchmark(root, name="other", seed=1)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        result = run_recbole_quant(model="LightGCN", dataset="toy",
+                                   config_dict=dict(config_dict, data_path=data_path))
+    finally:
+        os.chdir(cwd)
+    return data_path, os.path.join(root, result["checkpoint"])

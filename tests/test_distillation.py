@@ -1,12 +1,11 @@
 """Distillation from a full-precision teacher (teacher_checkpoint, distill_weight)."""
 
-import os
 
 import pytest
 import torch
 
 from conftest import FAST_RUN
-from helpers import make_toy_benchmark
+from helpers import train_toy_lightgcn
 from recbole_quant import Config
 from recbole_quant.checkpoint import load_checkpoint
 from recbole_quant.errors import CheckpointError, ConfigValueError
@@ -89,17 +88,7 @@ def _config(data_path, **extra):
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
-    data_path = make_toy_benchmark(root)
-    make_toy_benchmark(root, name="other", seed=1)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        result = run_recbole_quant(
-            model="LightGCN", dataset="toy", config_dict=_config(data_path, embedding_size=32)
-        )
-    finally:
-        os.chdir(cwd)
-    return data_path, os.path.join(root, result["checkpoint"])
+    return train_toy_lightgcn(root, _config(root, embedding_size=32))
 
 
 def _build(data_path, model, dataset="toy", **options):

@@ -1,12 +1,11 @@
 """One full-precision model feeds every quantized one (pretrained_checkpoint)."""
 
-import os
 
 import pytest
 import torch
 
 from conftest import FAST_RUN
-from helpers import make_toy_benchmark
+from helpers import train_toy_lightgcn
 from recbole_quant import Config
 from recbole_quant.checkpoint import load_checkpoint
 from recbole_quant.errors import CheckpointError, ConfigValueError
@@ -20,17 +19,7 @@ def _config(data_path, dataset="toy", **extra):
 @pytest.fixture(scope="module")
 def lightgcn(tmp_path_factory):
     root = tmp_path_factory.mktemp("warm")
-    data_path = make_toy_benchmark(root)
-    make_toy_benchmark(root, name="other", seed=1)
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        result = run_recbole_quant(
-            model="LightGCN", dataset="toy", config_dict=_config(data_path, embedding_size=16)
-        )
-    finally:
-        os.chdir(cwd)
-    return data_path, os.path.join(root, result["checkpoint"])
+    return train_toy_lightgcn(root, _config(root, embedding_size=16))
 
 
 def _build(data_path, model, dataset="toy", **options):
