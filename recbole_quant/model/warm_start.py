@@ -91,9 +91,8 @@ def _check_same_split(state, config, where, role):
     theirs, ours = split_of(saved), split_of(config)
     if theirs == ours:
         return
-    hint = (f"train the {role} model with --seed={ours['seed']}"
-            if "seed" in ours and "seed" in theirs and
-            {k: v for k, v in theirs.items() if k != "seed"} == {k: v for k, v in ours.items() if k != "seed"}
+    only_seed_differs = dict(theirs, seed=None) == dict(ours, seed=None)
+    hint = (f"train the {role} model with --seed={ours['seed']}" if only_seed_differs
             else f"train the {role} model with this run's split settings")
     raise CheckpointError(
         f"{where} was trained on another split of {config['dataset']!r} ({theirs}; this run: "

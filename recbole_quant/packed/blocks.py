@@ -127,12 +127,13 @@ def sorted_block_k_max(codes_u, u, codes_i_t, pu, pi, o, n, buf, eptr, eend, exc
 
 
 @njit(cache=True, _nrt=False)
-def sorted_block_bounds(bm, bm_hi, r, n_blk, mult, bias_lo, bias_hi, c):
-    """Turn row r's block maxima of K (PLANE_SORTED first pass) into exact key bounds:
-    bm_hi[r, b] = key of score(mult * K_max + bias_hi[b]), bm[r, b] the same with bias_lo
-    (mult > 0: the z_chunk expression is monotone in K and bias, see .sorted_items).
-    One loop over blocks after the pass, so it vectorises."""
-    for b in range(n_blk):
+def sorted_block_bounds(bm, bm_hi, r, b0, b1, mult, bias_lo, bias_hi, c):
+    """Turn row r's block maxima of K in blocks b0 .. b1 - 1 (PLANE_SORTED) into exact key
+    bounds: bm_hi[r, b] = key of score(mult * K_max + bias_hi[b]), bm[r, b] the same with
+    bias_lo (mult > 0: the z_chunk expression is monotone in K and bias, see .sorted_items).
+    Called once over all blocks after the first pass (a loop that vectorises), and for a
+    block whose maximum changed when its excluded items were dropped."""
+    for b in range(b0, b1):
         z = mult * np.float64(bm[r, b])
         bm_hi[r, b] = f32_key(score(z + bias_hi[b], c))
         bm[r, b] = f32_key(score(z + bias_lo[b], c))

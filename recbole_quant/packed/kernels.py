@@ -85,7 +85,6 @@ from .blocks import (
     block_keys,
     block_max,
     block_maxima,
-    f32_key,
     key_f32,
     mark_excluded,
     plane_bound_params,
@@ -209,7 +208,7 @@ def _topk_kernel(start, stop, kind, codes_u, codes_i_t, n_groups, d, su, si_t, p
 
         if stored:
             for r in range(nb):
-                sorted_block_bounds(bm, bm_hi, r, n_blk, mult, bnd[6], bnd[7], ucons[u0 + r])
+                sorted_block_bounds(bm, bm_hi, r, 0, n_blk, mult, bnd[6], bnd[7], ucons[u0 + r])
 
         for r in range(nb):
             u = u0 + r
@@ -236,9 +235,9 @@ def _topk_kernel(start, stop, kind, codes_u, codes_i_t, n_groups, d, su, si_t, p
                         bm[r, i // BLOCK] = KEY_MIN
                         bm_hi[r, i // BLOCK] = KEY_MIN
                     else:
-                        z = mult * np.float64(k_max)  # as sorted_block_bounds
-                        bm[r, i // BLOCK] = f32_key(score(z + bnd[6][i // BLOCK], c))
-                        bm_hi[r, i // BLOCK] = f32_key(score(z + bnd[7][i // BLOCK], c))
+                        b = i // BLOCK
+                        bm[r, b] = k_max
+                        sorted_block_bounds(bm, bm_hi, r, b, b + 1, mult, bnd[6], bnd[7], c)
                     continue
                 block_keys(exact_kind, codes_u, u, codes_i_t, n_groups, d, su, si_t, pu, pi, small,
                             mult, bias, c, o, n, buf, acc, keys)
