@@ -63,3 +63,22 @@ def train_toy_lightgcn(root, config_dict):
     finally:
         os.chdir(cwd)
     return data_path, os.path.join(root, result["checkpoint"])
+
+
+def toy_config(data_path, **extra):
+    """FAST_RUN on a toy benchmark under ``data_path``, ranked by Recall@5 (the toys are small)."""
+    from conftest import FAST_RUN
+
+    return dict(FAST_RUN, data_path=data_path, topk=[5], valid_metric="Recall@5", **extra)
+
+
+def build_toy_model(data_path, model, dataset="toy", **options):
+    """Config, an untrained ``model`` and the training data of a toy benchmark: (config, model,
+    train_data)."""
+    from recbole_quant import Config
+    from recbole_quant.quick_start import load_data
+
+    config = Config(model=model, dataset=dataset, config_dict=toy_config(data_path, **options),
+                    cmd_args=[])
+    _, train_data, _, _ = load_data(config)
+    return config, config.model_class(config, train_data._dataset), train_data

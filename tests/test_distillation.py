@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from conftest import FAST_RUN
-from helpers import train_toy_lightgcn
+from helpers import build_toy_model, toy_config, train_toy_lightgcn
 from recbole_quant import Config
 from recbole_quant.checkpoint import load_checkpoint
 from recbole_quant.errors import CheckpointError, ConfigValueError
 from recbole_quant.model import distillation
 from recbole_quant.model.distillation import listwise_distillation
-from recbole_quant.quick_start import load_data, run_recbole_quant
+from recbole_quant.quick_start import run_recbole_quant
 
 MODELS = [
     ("HQGNN", {"embedding_size": 16}),
@@ -81,21 +81,10 @@ def test_bad_options_are_refused(values, message):
 
 
 # -- models ------------------------------------------------------------------------------------
-def _config(data_path, **extra):
-    return dict(FAST_RUN, data_path=data_path, topk=[5], valid_metric="Recall@5", **extra)
-
-
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
-    return train_toy_lightgcn(root, _config(root, embedding_size=32))
-
-
-def _build(data_path, model, dataset="toy", **options):
-    config = Config(model=model, dataset=dataset, config_dict=_config(data_path, **options),
-                    cmd_args=[])
-    _, train_data, _, _ = load_data(config)
-    return config, config.model_class(config, train_data._dataset), train_data
+    return train_toy_lightgcn(root, toy_config(root, embedding_size=32))
 
 
 def _loss(model, batch, seed=7):
@@ -108,11 +97,11 @@ def _loss(model, batch, seed=7):
 def test_zero_weight_reads_no_teacher_and_keeps_the_loss(teacher, model, options, monkeypatch):
     data_path, _ = teacher
     torch.manual_seed(0)
-    _, plain, train_data = _build(data_path, model, **options)
+    _, plain, train_data = build_toy_model(data_path, model, **options)
     batch = next(iter(train_data))
     monkeypatch.setattr(distillation, "Teacher", lambda *a, **k: pytest.fail("teacher read"))
     torch.manual_seed(0)
-    _, off, _ = _build(
+    _, off, _ = build_toy_model(
         data_path, model, distill_weight=0, teacher_checkpoint="missing.pth", **options
     )
     assert off.teacher is None and plain.teacher is None
@@ -126,7 +115,7 @@ def test_zero_weight_reads_no_teacher_and_keeps_the_loss(teacher, model, options
 @pytest.mark.parametrize("model, options", MODELS)
 def test_distillation_adds_a_logged_term_with_gradients(teacher, model, options):
     data_path, path = teacher
-    _, student, train_data = _build(
+    _, student, train_data = build_toy_model(
         data_path, model, teacher_checkpoint=path, distill_weight=0.5, distill_temperature=2.0,
         **options,
     )
@@ -144,11 +133,11 @@ def test_distillation_adds_a_logged_term_with_gradients(teacher, model, options)
 
 def test_teacher_embeddings_are_lightgcn_final_embeddings(teacher):
     data_path, path = teacher
-    _, student, train_data = _build(
+    _, student, train_data = build_toy_model(
         data_path, "HQGNN", teacher_checkpoint=path, distill_weight=1.0, embedding_size=16
     )
     config = Config(model="LightGCN", dataset="toy",
-                    config_dict=_config(data_path, embedding_size=32), cmd_args=[])
+                    config_dict=toy_config(data_path, embedding_size=32), cmd_args=[])
     lightgcn = config.model_class(config, train_data._dataset)
     lightgcn.load_state_dict(load_checkpoint(path)["state_dict"])
     with torch.no_grad():
@@ -163,17 +152,17 @@ def test_teacher_of_another_dataset_or_model_is_refused(teacher, tmp_path):
     data_path, path = teacher
     with pytest.raises(CheckpointError, match=r"teacher_checkpoint=.* trained on dataset "
                        r"'toy', not 'other'.*Train the teacher model on 'other' first"):
-        _build(data_path, "HQGNN", dataset="other", teacher_checkpoint=path, distill_weight=1.0,
+        build_toy_model(data_path, "HQGNN", dataset="other", teacher_checkpoint=path, distill_weight=1.0,
                embedding_size=16)
     with pytest.raises(CheckpointError, match="not found"):
-        _build(data_path, "L2QGCN", teacher_checkpoint=str(tmp_path / "none.pth"),
+        build_toy_model(data_path, "L2QGCN", teacher_checkpoint=str(tmp_path / "none.pth"),
                distill_weight=1.0, embedding_size=16)
     # a checkpoint whose tables do not have this dataset's rows
     state = load_checkpoint(path)
     state["state_dict"]["user_embedding.weight"] = state["state_dict"]["user_embedding.weight"][:-3]
     torch.save(state, tmp_path / "short.pth")
     with pytest.raises(CheckpointError, match=r"has shape \(48, 32\), but dataset 'toy' has 51 users"):
-        _build(data_path, "HQGNN", teacher_checkpoint=str(tmp_path / "short.pth"),
+        build_toy_model(data_path, "HQGNN", teacher_checkpoint=str(tmp_path / "short.pth"),
                distill_weight=1.0, embedding_size=16)
 
 
@@ -185,7 +174,7 @@ def test_distilled_model_trains_and_exports_without_its_teacher(teacher, tmp_pat
     copy.write_bytes(open(path, "rb").read())
     result = run_recbole_quant(
         model="L2QGCN", dataset="toy",
-        config_dict=_config(data_path, embedding_size=16, variant="anl", warmup_epochs=1,
+        config_dict=toy_config(data_path, embedding_size=16, variant="anl", warmup_epochs=1,
                             teacher_checkpoint=str(copy), distill_weight=1.0),
     )
     assert 0 <= result["test_result"]["recall@5"] <= 1

@@ -5,28 +5,17 @@ import pytest
 import torch
 
 from conftest import FAST_RUN
-from helpers import train_toy_lightgcn
+from helpers import build_toy_model, toy_config, train_toy_lightgcn
 from recbole_quant import Config
 from recbole_quant.checkpoint import load_checkpoint
 from recbole_quant.errors import CheckpointError, ConfigValueError
 from recbole_quant.quick_start import load_data, run_recbole_quant
 
 
-def _config(data_path, dataset="toy", **extra):
-    return dict(FAST_RUN, data_path=data_path, topk=[5], valid_metric="Recall@5", **extra)
-
-
 @pytest.fixture(scope="module")
 def lightgcn(tmp_path_factory):
     root = tmp_path_factory.mktemp("warm")
-    return train_toy_lightgcn(root, _config(root, embedding_size=16))
-
-
-def _build(data_path, model, dataset="toy", **options):
-    config = Config(model=model, dataset=dataset, config_dict=_config(data_path, **options),
-                    cmd_args=[])
-    _, train_data, _, _ = load_data(config)
-    return config.model_class(config, train_data._dataset)
+    return train_toy_lightgcn(root, toy_config(root, embedding_size=16))
 
 
 @pytest.mark.parametrize(
@@ -40,11 +29,11 @@ def _build(data_path, model, dataset="toy", **options):
 )
 def test_lightgcn_checkpoint_starts_every_quantized_model(lightgcn, model, options):
     data_path, path = lightgcn
-    built = _build(data_path, model, pretrained_checkpoint=path, **options)
+    _, built, _ = build_toy_model(data_path, model, pretrained_checkpoint=path, **options)
     weights = load_checkpoint(path)["state_dict"]
     assert torch.equal(built.user_embedding.weight.detach(), weights["user_embedding.weight"])
     assert torch.equal(built.item_embedding.weight.detach(), weights["item_embedding.weight"])
-    cold = _build(data_path, model, **options)
+    _, cold, _ = build_toy_model(data_path, model, **options)
     assert not torch.equal(cold.user_embedding.weight.detach(), weights["user_embedding.weight"])
 
 
@@ -52,7 +41,7 @@ def test_warm_started_hqgnn_trains_and_tests(lightgcn):
     data_path, path = lightgcn
     result = run_recbole_quant(
         model="HQGNN", dataset="toy",
-        config_dict=_config(data_path, embedding_size=16, pretrained_checkpoint=path),
+        config_dict=toy_config(data_path, embedding_size=16, pretrained_checkpoint=path),
     )
     assert result["test_result"]["recall@5"] >= 0
 
@@ -60,19 +49,19 @@ def test_warm_started_hqgnn_trains_and_tests(lightgcn):
 def test_checkpoint_of_another_size_or_dataset_is_refused(lightgcn):
     data_path, path = lightgcn
     with pytest.raises(CheckpointError, match=r"set --embedding_size=16"):
-        _build(data_path, "HQGNN", pretrained_checkpoint=path, embedding_size=32)
+        build_toy_model(data_path, "HQGNN", pretrained_checkpoint=path, embedding_size=32)
     with pytest.raises(CheckpointError, match="trained on dataset 'toy', not 'other'"):
-        _build(data_path, "HashGNN", dataset="other", pretrained_checkpoint=path, embedding_size=16)
+        build_toy_model(data_path, "HashGNN", dataset="other", pretrained_checkpoint=path, embedding_size=16)
     with pytest.raises(CheckpointError, match="not found"):
-        _build(data_path, "HQGNN", pretrained_checkpoint=path + ".missing", embedding_size=16)
+        build_toy_model(data_path, "HQGNN", pretrained_checkpoint=path + ".missing", embedding_size=16)
     with pytest.raises(ConfigValueError, match="pretrained_checkpoint"):
-        _build(data_path, "HQGNN", pretrained_checkpoint=3, embedding_size=16)
+        build_toy_model(data_path, "HQGNN", pretrained_checkpoint=3, embedding_size=16)
 
 
 def test_a_checkpoint_of_another_split_is_refused(lightgcn, tmp_path, monkeypatch):
     """Warm starts and teachers must have trained on this run's training interactions only."""
     data_path, path = lightgcn
-    _build(data_path, "HQGNN", pretrained_checkpoint=path, embedding_size=16, seed=7)  # split files
+    build_toy_model(data_path, "HQGNN", pretrained_checkpoint=path, embedding_size=16, seed=7)  # split files
     monkeypatch.chdir(tmp_path)  # ml-100k: RecBole's random split depends on the seed
     trained = run_recbole_quant(model="LightGCN", dataset="ml-100k",
                                 config_dict=dict(FAST_RUN, epochs=1, seed=2020))["checkpoint"]
