@@ -192,6 +192,24 @@ def test_full_aggregation_is_the_mean_over_all_neighbours():
 
 
 # -- neighbour sampling ----------------------------------------------------------------------
+@pytest.mark.parametrize("fast", [True, False])
+def test_lightgcn_encoder_propagates_the_batch_rows_like_the_full_tables(tmp_path, fast):
+    _, model, _ = build(tmp_path, encoder="lightgcn", fast_propagation=fast)
+    user, item = torch.tensor([3, 0, 3, N_USERS]), torch.tensor([N_ITEMS - 1, 2, 2, 0, 5])
+    z_user, z_item = model(user, item)
+    (z_user.sum() + (z_item * torch.arange(5.0)[:, None]).sum()).backward()
+    grads = [p.grad.clone() for p in (model.user_embedding.weight, model.item_embedding.weight)]
+    model.zero_grad()
+    all_users, all_items = model._lightgcn_all()
+    ref_user = torch.tanh(model.user_hash(all_users[user]))
+    ref_item = torch.tanh(model.item_hash(all_items[item]))
+    (ref_user.sum() + (ref_item * torch.arange(5.0)[:, None]).sum()).backward()
+    torch.testing.assert_close(z_user, ref_user, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z_item, ref_item, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0], model.user_embedding.weight.grad, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1], model.item_embedding.weight.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_sampler_is_vectorised_uniform_and_handles_degree_zero(monkeypatch):
     indptr = torch.tensor([0, 0, 3, 4])  # node 0: degree 0, node 1: 3 neighbours, node 2: 1
     indices = torch.tensor([5, 7, 9, 2])

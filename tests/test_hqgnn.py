@@ -162,6 +162,59 @@ def test_centring_removes_the_per_dimension_mean():
     assert users.mean(0).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("bits", [1, 2])  # 1 bit centres, 2 bits do not
+@pytest.mark.parametrize("fast", [True, False])
+def test_batch_embeddings_equal_the_rows_of_the_full_tables(bits, fast):
+    _, model, _, _, _ = build({"bits": bits, "fast_propagation": fast})
+    with torch.no_grad():  # layer-0 rows away from xavier's small range
+        model.user_embedding.weight.normal_(0.3, 1.0)
+        model.item_embedding.weight.normal_(-0.2, 1.0)
+    users = torch.tensor([0, 5, 5, N_USERS, 1])  # padding, repeats, the last user
+    items = torch.tensor([3, N_ITEMS, 0, 3, 7, 7])
+    rows_u, rows_i = model.batch_embeddings(users, items)
+    (rows_u.square().sum() + (rows_i * torch.arange(6.0)[:, None]).sum()).backward()
+    grads = [model.user_embedding.weight.grad.clone(), model.item_embedding.weight.grad.clone()]
+    model.zero_grad()
+    full_u, full_i = model.forward()
+    (full_u[users].square().sum() + (full_i[items] * torch.arange(6.0)[:, None]).sum()).backward()
+    torch.testing.assert_close(rows_u, full_u[users], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rows_i, full_i[items], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0], model.user_embedding.weight.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[1], model.item_embedding.weight.grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("bits, warmup", [(1, 0), (2, 0), (1, 1)])
+def test_training_loss_equals_the_loss_on_the_full_tables(bits, warmup):
+    """calculate_loss reads the batch's rows only; the definition indexes forward()'s tables."""
+    import copy
+
+    from recbole_quant.model.losses import layer0_l2
+
+    _, model, train_data, _, _ = build({"bits": bits, "warmup_epochs": warmup})
+    model.train()
+    model.on_train_epoch_start(0, train_data)
+    batch = next(iter(train_data))
+    reference = copy.deepcopy(model)  # fresh quantizer ranges for each
+    loss = model.calculate_loss(batch)
+    loss.backward()
+    user, pos, neg = reference._batch(batch)
+    user_all, item_all = reference.forward()
+    u, p, n = user_all[user], item_all[pos], item_all[neg]
+    assert reference.quantizing == (warmup == 0)
+    if reference.quantizing:
+        u, p, n = reference.user_quantizer(u), reference.item_quantizer(p), reference.item_quantizer(n)
+    expected = reference._bpr(u, p, n) + reference.reg_weight * layer0_l2(
+        reference.user_embedding, reference.item_embedding, user, pos, neg
+    )
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
+    for (name, param), (_, ref) in zip(model.named_parameters(), reference.named_parameters()):
+        if ref.grad is None:
+            assert param.grad is None or not param.grad.any(), name
+        else:
+            torch.testing.assert_close(param.grad, ref.grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
 def test_warmup_trains_full_precision_then_quantized_and_never_stops_early():
     config, model, train_data, valid_data, _ = build(
         {"warmup_epochs": 2, "epochs": 4, "stopping_step": 1, "hessian_batches": 1}

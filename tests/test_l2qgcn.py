@@ -158,6 +158,41 @@ def test_estimators_gradients(toy_path):
     assert torch.equal(anl.quantize(x, stage="float"), x)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    "options",
+    [dict(variant="base"), dict(variant="anl", warmup_epochs=0), dict(variant="anl")],
+    ids=["base", "anl-binary", "anl-warmup"],
+)
+def test_training_loss_equals_the_loss_on_the_full_tables(toy_path, fast, options):
+    """calculate_loss reads every layer at the batch's rows only (lightgcn_layer_rows); the
+    definition indexes forward()'s full layer tables."""
+    from recbole_quant.model.losses import bpr, layer0_l2
+
+    _, model, train_data, _, _ = build(toy_path, fast_propagation=fast, **options)
+    model.on_train_epoch_start(0, train_data)
+    train_a_little(model, train_data)  # layer-0 rows away from their init
+    model.train()
+    model.zero_grad()  # train_a_little leaves its last step's gradients
+    batch = next(iter(train_data))
+    loss = model.calculate_loss(batch)
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    user, pos, neg = batch[model.USER_ID], batch[model.ITEM_ID], batch[model.NEG_ITEM_ID]
+    user_all, item_all = model.forward()
+    u, p, n = (model.quantize(t) for t in (user_all[user], item_all[pos], item_all[neg]))
+    expected = bpr(model._score(u, p), model._score(u, n)) + model.reg_weight * layer0_l2(
+        model.user_embedding, model.item_embedding, user, pos, neg
+    )
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-7)
+    assert grads.keys() == {name for name, p in model.named_parameters() if p.grad is not None}
+    for name, param in model.named_parameters():
+        if name in grads:
+            torch.testing.assert_close(grads[name], param.grad, rtol=1e-4, atol=1e-9, msg=name)
+
+
 # -- stages and the trainer ------------------------------------------------------------------
 def test_two_stage_switches_at_the_configured_epoch(toy_path):
     config, model, train_data, valid_data, _ = build(

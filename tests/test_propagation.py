@@ -17,6 +17,7 @@ from recbole_quant.sparse import (
     CSRAdjacency,
     fast_propagation_enabled,
     lightgcn_layer_mean,
+    lightgcn_layer_rows,
     lightgcn_rows,
     sparse_matmul,
 )
@@ -186,6 +187,62 @@ def test_batch_rows_gradcheck_float64_non_symmetric():
     assert torch.allclose(lightgcn_rows(adj, x, 2, rows), ref, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="sorted"):
         lightgcn_rows(adj, x, 2, torch.tensor([4, 1]))
+
+
+def torch_layers(matrix, x, n_layers):
+    """[n, L + 1, d]: torch.sparse.mm layers, stacked."""
+    layers = [x]
+    for _ in range(n_layers):
+        layers.append(torch.sparse.mm(matrix, layers[-1]))
+    return torch.stack(layers, dim=1)
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_layer_rows_match_indexing_the_stacked_layers(n_layers, n_threads, threads):
+    """lightgcn_layer_rows == torch's stacked layers, then [rows] (values and grads)."""
+    torch.set_num_threads(n_threads)
+    matrix, isolated = random_normalized_adjacency(150, 70, 0.04, 20 + n_layers)
+    adj = CSRAdjacency.from_torch(matrix)
+    gen = torch.Generator().manual_seed(n_layers)
+    n = matrix.shape[0]
+    nodes = torch.cat([torch.randint(0, n, (30,), generator=gen), torch.from_numpy(isolated[:1])])
+    rows, position = torch.unique(nodes, return_inverse=True)
+    x = torch.randn(n, 64, generator=gen)
+    weight = torch.randn(len(nodes), n_layers + 1, 64, generator=gen)  # every layer its own
+
+    y, grad = forward_and_grad(lambda e: lightgcn_layer_rows(adj, e, n_layers, rows)[position], x, weight)
+    y_ref, grad_ref = forward_and_grad(lambda e: torch_layers(matrix, e, n_layers)[nodes], x, weight)
+    assert y.shape == (len(nodes), n_layers + 1, 64)
+    assert torch.allclose(y, y_ref, rtol=RTOL, atol=ATOL)
+    assert torch.allclose(grad, grad_ref, rtol=RTOL, atol=ATOL)
+    assert grad.abs().sum() > 0
+
+
+def test_layer_rows_gradcheck_float64_non_symmetric():
+    rng = np.random.default_rng(9)
+    dense = (rng.random((15, 15)) < 0.2) * rng.standard_normal((15, 15))
+    matrix = torch.from_numpy(dense.astype(np.float32).astype(np.float64)).to_sparse().coalesce()
+    adj = CSRAdjacency.from_torch(matrix)
+    rows = torch.tensor([0, 4, 5, 14])
+    x = torch.randn(15, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda e: lightgcn_layer_rows(adj, e, 3, rows), (x,))
+    ref = torch_layers(matrix, x, 3)[rows]
+    assert torch.allclose(lightgcn_layer_rows(adj, x, 3, rows), ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="sorted"):
+        lightgcn_layer_rows(adj, x, 2, torch.tensor([4, 4]))
+
+
+def test_side_mean_weights_give_the_mean_of_the_final_embeddings():
+    matrix, _ = random_normalized_adjacency(40, 30, 0.1, 3)
+    propagation = LightGCNPropagation(matrix, 3)
+    x = torch.randn(70, 8)
+    final = propagation.layer_mean(x)
+    for start, stop in ((0, 40), (40, 70)):
+        expected = final[start:stop].mean(0)
+        assert torch.allclose(propagation.mean_weights(start, stop) @ x, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="start < stop"):
+        propagation.mean_weights(5, 5)
 
 
 def test_bad_input_is_refused():

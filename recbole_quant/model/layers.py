@@ -17,6 +17,7 @@ from recbole_quant.sparse import (
     CSRAdjacency,
     fast_propagation_enabled,
     lightgcn_layer_mean,
+    lightgcn_layer_rows,
     lightgcn_rows,
     sparse_matmul,
 )
@@ -118,6 +119,26 @@ class LightGCNPropagation(nn.Module):
             return lightgcn_layer_mean(csr, ego, self.n_layers)
         return torch.stack(self(ego), dim=0).mean(dim=0)
 
+    def mean_weights(self, start, stop):
+        """``w`` [N] (float32) with ``w @ ego == self.layer_mean(ego)[start:stop].mean(0)``.
+
+        The mean over a range of rows (one side of the graph) of LightGCN's final embeddings
+        is a fixed linear function of ``ego``: ``w = M^T 1_[start, stop) / (stop - start)``,
+        ``M = mean(I, Â, .., Â^L)``. With it a model centres a batch's rows without
+        propagating the whole table; ``w`` is computed once, in float64.
+        """
+        n = self.norm_adj.shape[0]
+        if not 0 <= start < stop <= n:
+            raise ValueError(f"need 0 <= start < stop <= {n}, got {start}, {stop}")
+        adj_t = self.norm_adj.detach().t().coalesce().double()
+        layer = torch.zeros(n, 1, dtype=torch.float64, device=adj_t.device)
+        layer[start:stop] = 1.0 / (stop - start)
+        total = layer.clone()
+        for _ in range(self.n_layers):
+            layer = torch.sparse.mm(adj_t, layer)
+            total += layer
+        return (total[:, 0] / (self.n_layers + 1)).float()
+
     def layer_mean_rows(self, ego, rows):
         """``self.layer_mean(ego)[rows]`` for sorted distinct ``rows`` (``torch.unique``).
 
@@ -128,6 +149,15 @@ class LightGCNPropagation(nn.Module):
         if csr is not None:
             return lightgcn_rows(csr, ego, self.n_layers, rows)
         return self.layer_mean(ego)[rows]
+
+    def layers_rows(self, ego, rows):
+        """``torch.stack(self(ego), dim=1)[rows]``, [len(rows), L + 1, d], for sorted distinct
+        ``rows``; on the fast path only what those rows need is computed
+        (:func:`recbole_quant.sparse.lightgcn_layer_rows`)."""
+        csr = self._fast_csr(ego)
+        if csr is not None:
+            return lightgcn_layer_rows(csr, ego, self.n_layers, rows)
+        return torch.stack(self(ego), dim=1)[rows]
 
 
 # ---------------------------------------------------------------------------------------

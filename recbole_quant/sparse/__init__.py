@@ -3,7 +3,9 @@
 * :mod:`~recbole_quant.sparse.kernels`: the numba kernels;
 * :mod:`~recbole_quant.sparse.propagation`: :class:`CSRAdjacency`, :func:`sparse_matmul`
   (``torch.sparse.mm`` with the same result, faster on CPU) and :func:`lightgcn_layer_mean`
-  (LightGCN's whole propagation and layer mean as one fused op);
+  (LightGCN's whole propagation and layer mean as one fused op); for training,
+  :func:`lightgcn_rows` (the layer mean) and :func:`lightgcn_layer_rows` (every layer) at a
+  batch's rows only;
 * :mod:`~recbole_quant.sparse.baselines`: :func:`~recbole_quant.sparse.baselines.apply_fast_propagation`
   switches it into RecBole's own LightGCN and NGCF (the runner calls it after building a model).
 
@@ -14,6 +16,7 @@ from recbole_quant.model.options import switch
 from recbole_quant.sparse.propagation import (
     CSRAdjacency,
     lightgcn_layer_mean,
+    lightgcn_layer_rows,
     lightgcn_rows,
     sparse_matmul,
 )
@@ -23,6 +26,7 @@ __all__ = [
     "sparse_matmul",
     "lightgcn_layer_mean",
     "lightgcn_rows",
+    "lightgcn_layer_rows",
     "fast_propagation_enabled",
 ]
 

@@ -21,7 +21,9 @@ from torch.autograd.function import once_differentiable
 from recbole_quant.packed.threads import run_ranges
 from recbole_quant.sparse import kernels
 
-__all__ = ["CSRAdjacency", "sparse_matmul", "lightgcn_layer_mean", "lightgcn_rows"]
+__all__ = [
+    "CSRAdjacency", "sparse_matmul", "lightgcn_layer_mean", "lightgcn_rows", "lightgcn_layer_rows",
+]
 
 # Blocks per product: enough for run_ranges to hand each of a few threads several pieces
 # of equal work; the cut is computed once per matrix.
@@ -269,6 +271,26 @@ def lightgcn_layer_mean(adj, ego, n_layers):
     return _LightGCNLayerMean.apply(ego, adj, int(n_layers))
 
 
+def _layers_where_needed(adj, ego, n_layers, rows_np):
+    """Yield ``E_1 .. E_L`` (scratch buffers, valid until the next step), ``E_l`` exact on the
+    ``(L - l)``-hop neighbourhood of ``rows_np`` at least: all that rows ``R`` of any layer
+    need."""
+    # needed[k]: rows where E_(L-k) is needed; needed[0] = R
+    needed = [rows_np]
+    for _ in range(n_layers - 1):
+        needed.append(adj.neighborhood(needed[-1]))
+    layer = ego
+    for step in range(1, n_layers + 1):
+        out = adj.scratch(step % 2, ego)  # never the buffer being read
+        need = needed[n_layers - step]
+        if len(need) > _FULL_PRODUCT_ROWS * adj.n:
+            adj.matmul(layer, out=out)  # cheaper than walking a list of most rows
+        else:
+            adj.matmul_rows(layer, need, out)
+        yield out
+        layer = out
+
+
 class _LightGCNRows(torch.autograd.Function):
     """Rows ``R`` of LightGCN's layer mean, computing each layer only where it is needed.
 
@@ -289,21 +311,9 @@ class _LightGCNRows(torch.autograd.Function):
         rows_np = rows.numpy().astype(np.int64, copy=False)
         ctx.rows_np = rows_np
         ego = ego.detach().contiguous()
-        # needed[k]: rows where E_(L-k) is needed; needed[0] = R
-        needed = [rows_np]
-        for _ in range(n_layers - 1):
-            needed.append(adj.neighborhood(needed[-1]))
         total = ego.numpy()[rows_np]  # running sum of the layers at R, in order E0, E1, ..
-        layer = ego
-        for step in range(1, n_layers + 1):
-            out = adj.scratch(step % 2, ego)  # never the buffer being read
-            need = needed[n_layers - step]
-            if len(need) > _FULL_PRODUCT_ROWS * adj.n:
-                adj.matmul(layer, out=out)  # cheaper than walking a list of most rows
-            else:
-                adj.matmul_rows(layer, need, out)
-            total += out.numpy()[rows_np]
-            layer = out
+        for layer in _layers_where_needed(adj, ego, n_layers, rows_np):
+            total += layer.numpy()[rows_np]
         total /= total.dtype.type(n_layers + 1)
         return torch.from_numpy(total)
 
@@ -330,6 +340,18 @@ class _LightGCNRows(torch.autograd.Function):
         return a, None, None, None
 
 
+def _checked_rows(adj, ego, rows, name):
+    """``rows`` as a contiguous CPU int64 tensor, after checking ``ego`` and ``rows``."""
+    if ego.device.type != "cpu" or ego.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} needs a float32 / float64 CPU tensor")
+    if ego.dim() != 2 or ego.shape[0] != adj.n:
+        raise ValueError(f"expected ego of shape [{adj.n}, d], got {tuple(ego.shape)}")
+    rows = rows.to("cpu", torch.int64).contiguous()
+    if rows.numel() and (bool((rows[1:] <= rows[:-1]).any()) or rows[0] < 0 or rows[-1] >= adj.n):
+        raise ValueError("rows must be sorted, distinct and in range (torch.unique)")
+    return rows
+
+
 def lightgcn_rows(adj, ego, n_layers, rows):
     """``lightgcn_layer_mean(adj, ego, n_layers)[rows]``, computing only what those rows need.
 
@@ -345,13 +367,70 @@ def lightgcn_rows(adj, ego, n_layers, rows):
     Returns:
         torch.Tensor: [len(rows), d].
     """
-    if ego.device.type != "cpu" or ego.dtype not in (torch.float32, torch.float64):
-        raise ValueError("lightgcn_rows needs a float32 / float64 CPU tensor")
-    if ego.dim() != 2 or ego.shape[0] != adj.n:
-        raise ValueError(f"expected ego of shape [{adj.n}, d], got {tuple(ego.shape)}")
-    rows = rows.to("cpu", torch.int64).contiguous()
-    if rows.numel() and (bool((rows[1:] <= rows[:-1]).any()) or rows[0] < 0 or rows[-1] >= adj.n):
-        raise ValueError("rows must be sorted, distinct and in range (torch.unique)")
+    rows = _checked_rows(adj, ego, rows, "lightgcn_rows")
     if n_layers == 0:
         return ego[rows]
     return _LightGCNRows.apply(ego, adj, int(n_layers), rows)
+
+
+class _LightGCNLayerRows(torch.autograd.Function):
+    """Rows ``R`` of every layer ``E0 .. EL``, [len(R), L + 1, d], each layer computed only
+    where ``R`` needs it (as :class:`_LightGCNRows`).
+
+    Backward by Horner from the last layer, ``a <- S_l + A^T a`` with ``S_l`` the upstream
+    gradient of layer ``l`` (zero off ``R``): the first step is a scatter over ``R``'s entries,
+    the following ones full products.
+    """
+
+    @staticmethod
+    def forward(ctx, ego, adj, n_layers, rows):
+        ctx.adj, ctx.n_layers = adj, n_layers
+        rows_np = rows.numpy().astype(np.int64, copy=False)
+        ctx.rows_np = rows_np
+        ego = ego.detach().contiguous()
+        out = np.empty((len(rows_np), n_layers + 1, ego.shape[1]), dtype=ego.numpy().dtype)
+        out[:, 0] = ego.numpy()[rows_np]
+        for step, layer in enumerate(_layers_where_needed(adj, ego, n_layers, rows_np), 1):
+            out[:, step] = layer.numpy()[rows_np]
+        return torch.from_numpy(out)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        adj, n_layers, rows_np = ctx.adj, ctx.n_layers, ctx.rows_np
+        upstream = grad.detach().contiguous().numpy()  # [R, L + 1, d]
+        full = torch.empty((), dtype=grad.dtype).expand(adj.n, grad.shape[2])
+        # a = S_(L-1) + A^T S_L (a scatter over R's entries)
+        a = adj.scratch(2, full) if n_layers > 1 else torch.empty(full.shape, dtype=grad.dtype)
+        a.numpy().fill(0)
+        last_layer = np.ascontiguousarray(upstream[:, n_layers])
+        adj.scatter_transpose(rows_np, torch.from_numpy(last_layer), a)
+        a.numpy()[rows_np] += upstream[:, n_layers - 1]  # rows are distinct: exact
+        transposed = adj.transpose()
+        for level in range(n_layers - 2, -1, -1):  # a <- S_level + A^T a
+            out = torch.empty_like(a) if level == 0 else adj.scratch(3 + level % 2, a)
+            transposed.matmul(a, out=out)
+            out.numpy()[rows_np] += upstream[:, level]
+            a = out
+        return a, None, None, None
+
+
+def lightgcn_layer_rows(adj, ego, n_layers, rows):
+    """``torch.stack([E0, .., EL], dim=1)[rows]``, computing only what those rows need.
+
+    For models that read every layer of a batch's nodes (L2Q-GCN binarises each layer).
+    Same values and gradient as indexing the stacked full layers, within float rounding.
+
+    Args:
+        adj (CSRAdjacency): the normalised adjacency.
+        ego (torch.Tensor): [n, d] float32 / float64 CPU tensor, E0.
+        n_layers (int): L >= 0.
+        rows (torch.Tensor): sorted distinct int64 row ids (``torch.unique`` of the batch's nodes).
+
+    Returns:
+        torch.Tensor: [len(rows), L + 1, d].
+    """
+    rows = _checked_rows(adj, ego, rows, "lightgcn_layer_rows")
+    if n_layers == 0:
+        return ego[rows].unsqueeze(1)
+    return _LightGCNLayerRows.apply(ego, adj, int(n_layers), rows)

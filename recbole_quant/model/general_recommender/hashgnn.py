@@ -310,7 +310,7 @@ class HashGNN(WarmupSwitchModelMixin, QuantizedRecommender):
 
     def _lightgcn_all(self):
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
-        mean = torch.stack(self.propagation(ego), dim=1).mean(dim=1)
+        mean = self.propagation.layer_mean(ego)
         return mean[: self.n_users], mean[self.n_users :]
 
     def forward(self, user, item):
@@ -330,8 +330,12 @@ class HashGNN(WarmupSwitchModelMixin, QuantizedRecommender):
         if self.encoder == "sage":
             h_user, h_item = self._sage_sampled(users, items)
         else:
-            all_users, all_items = self._lightgcn_all()
-            h_user, h_item = all_users[users], all_items[items]
+            # only the rows the batch reads are propagated (users, then items: sorted, distinct)
+            ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
+            rows = torch.cat([users, items + self.n_users])
+            h_user, h_item = torch.split(
+                self.propagation.layer_mean_rows(ego, rows), [users.numel(), items.numel()]
+            )
         # hash the distinct nodes once, then expand to the rows
         z_user = torch.tanh(self.user_hash(h_user))
         z_item = torch.tanh(self.item_hash(h_item))

@@ -92,6 +92,18 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
         self.user_embedding = nn.Embedding(self.n_users, self.latent_dim)
         self.item_embedding = nn.Embedding(self.n_items, self.latent_dim)
         self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers, config)
+        if self.center:
+            # w @ ego = each side's column mean of the final embeddings: training centres a
+            # batch's rows without propagating the whole table (non-persistent: rebuilt)
+            n_nodes = self.n_users + self.n_items
+            self.register_buffer(
+                "user_mean_weights", self.propagation.mean_weights(0, self.n_users), persistent=False
+            )
+            self.register_buffer(
+                "item_mean_weights",
+                self.propagation.mean_weights(self.n_users, n_nodes),
+                persistent=False,
+            )
         self.user_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
         self.item_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
         self._probe_generator = torch.Generator().manual_seed(int(config["seed"]))
@@ -116,8 +128,7 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
         Returns:
             tuple of torch.Tensor: users [n_users, d], items [n_items, d].
         """
-        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
-        final = torch.stack(self.propagation(ego), dim=0).mean(dim=0)
+        final = self.propagation.layer_mean(self._ego())
         users, items = torch.split(final, [self.n_users, self.n_items])
         if self.center:
             # Per-dimension centring of each side: LightGCN embeddings share a dominant
@@ -125,6 +136,35 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
             # the quantizer's grid for every node and the codes carry little personal signal.
             users = users - users.mean(dim=0, keepdim=True)
             items = items - items.mean(dim=0, keepdim=True)
+        return users, items
+
+    def _ego(self):
+        return torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
+
+    def batch_embeddings(self, user_ids, item_ids):
+        r"""``forward()``'s rows ``user_ids`` and ``item_ids``, propagating only what they need.
+
+        Same values and gradients as indexing :meth:`forward` (within float rounding): the
+        batch's distinct nodes go through :meth:`LightGCNPropagation.layer_mean_rows`, and
+        the centring means are the fixed linear maps ``user_mean_weights @ ego`` (and items).
+        Training reads these instead of the full tables, which on a large graph cost more than
+        the propagation itself (stacking, means and centring of every row, forward and back).
+
+        Args:
+            user_ids (torch.Tensor): [B_u] user ids (repeats allowed).
+            item_ids (torch.Tensor): [B_i] item ids (repeats allowed).
+
+        Returns:
+            tuple of torch.Tensor: users [B_u, d], items [B_i, d].
+        """
+        ego = self._ego()
+        nodes = torch.cat([user_ids, item_ids + self.n_users])
+        rows, position = torch.unique(nodes, return_inverse=True)
+        final = self.propagation.layer_mean_rows(ego, rows)[position]
+        users, items = torch.split(final, [user_ids.numel(), item_ids.numel()])
+        if self.center:
+            users = users - self.user_mean_weights @ ego
+            items = items - self.item_mean_weights @ ego
         return users, items
 
     def _batch(self, interaction):
@@ -154,8 +194,8 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
             ``(BPR + L2, distill_weight * L_distill)``.
         """
         user, pos, neg = self._batch(interaction)
-        user_all, item_all = self.forward()
-        u_hat, pos_hat, neg_hat = user_all[user], item_all[pos], item_all[neg]
+        user_e, item_e = self.batch_embeddings(user, torch.cat([pos, neg]))
+        u_hat, (pos_hat, neg_hat) = user_e, torch.split(item_e, [pos.numel(), neg.numel()])
         if self.quantizing:
             u_hat = self.user_quantizer(u_hat)
             pos_hat = self.item_quantizer(pos_hat)
@@ -165,9 +205,9 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
         loss = mf_loss + self.reg_weight * reg_loss
         if self.teacher is None:
             return loss
-        users, _ = distinct_rows(user)
-        items, _ = distinct_rows(torch.cat([pos, neg]))
-        student_u, student_i = user_all[users], item_all[items]
+        users, user_row = distinct_rows(user)
+        items, item_row = distinct_rows(torch.cat([pos, neg]))
+        student_u, student_i = user_e[user_row], item_e[item_row]
         if self.quantizing:
             student_u = self.user_quantizer(student_u)
             student_i = self.item_quantizer(student_i)

@@ -217,6 +217,21 @@ class L2QGCN(WarmupSwitchModelMixin, QuantizedRecommender):
         layers = torch.stack(self.propagation(ego), dim=1)
         return torch.split(layers, [self.n_users, self.n_items])
 
+    def batch_layers(self, user_ids, item_ids):
+        r"""``forward()``'s rows ``user_ids`` and ``item_ids``, propagating only what they need.
+
+        Same values and gradients as indexing :meth:`forward` (within float rounding), through
+        :meth:`LightGCNPropagation.layers_rows` over the batch's distinct nodes: training never
+        stacks the full layer tables.
+
+        Returns:
+            tuple of torch.Tensor: users [B_u, G, d], items [B_i, G, d].
+        """
+        ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight], dim=0)
+        rows, position = torch.unique(torch.cat([user_ids, item_ids + self.n_users]), return_inverse=True)
+        layers = self.propagation.layers_rows(ego, rows)[position]
+        return torch.split(layers, [user_ids.numel(), item_ids.numel()])
+
     def quantize(self, x, stage=None):
         r"""The training representation of rows of layer embeddings (before layer weights).
 
@@ -259,19 +274,20 @@ class L2QGCN(WarmupSwitchModelMixin, QuantizedRecommender):
         user = interaction[self.USER_ID]
         pos = interaction[self.ITEM_ID]
         neg = interaction[self.NEG_ITEM_ID]
-        user_all, item_all = self.forward()
-        u = self.quantize(user_all[user])
-        p = self.quantize(item_all[pos])
-        n = self.quantize(item_all[neg])
+        user_e, item_e = self.batch_layers(user, torch.cat([pos, neg]))
+        pos_e, neg_e = torch.split(item_e, [pos.numel(), neg.numel()])
+        u = self.quantize(user_e)
+        p = self.quantize(pos_e)
+        n = self.quantize(neg_e)
         mf_loss = bpr(self._score(u, p), self._score(u, n))
         reg_loss = layer0_l2(self.user_embedding, self.item_embedding, user, pos, neg)
         loss = mf_loss + self.reg_weight * reg_loss
         if self.teacher is None:
             return loss
-        users, _ = distinct_rows(user)
-        items, _ = distinct_rows(torch.cat([pos, neg]))
-        student_u = self.quantize(user_all[users])  # [U, G, d]
-        student_i = self.quantize(item_all[items])  # [M, G, d]
+        users, user_row = distinct_rows(user)
+        items, item_row = distinct_rows(torch.cat([pos, neg]))
+        student_u = self.quantize(user_e[user_row])  # [U, G, d]
+        student_i = self.quantize(item_e[item_row])  # [M, G, d]
         scores = torch.einsum("ugd,mgd,g->um", student_u, student_i, self.layer_weight.pow(2))
         distill = self.teacher.loss(users, items, scores)
         return loss, self.distill_weight * distill
