@@ -58,7 +58,8 @@ def test_gradient_matches_gradcheck():
 
 # -- options -----------------------------------------------------------------------------------
 def _options(**values):
-    base = {"distill_weight": 0, "distill_temperature": 1.0, "teacher_checkpoint": None}
+    base = {"distill_weight": 0, "distill_temperature": 1.0, "teacher_checkpoint": None,
+            "distill_max_users": 1024, "distill_max_items": 4096}
     base.update(values)
     return base
 
@@ -70,14 +71,36 @@ def _options(**values):
         ({"distill_temperature": 0}, r"distill_temperature=0 is not valid: a finite number > 0"),
         ({"distill_weight": 0.5}, r"distill_weight=0.5 needs a teacher: set teacher_checkpoint"),
         ({"teacher_checkpoint": 3}, r"teacher_checkpoint=3 is not valid"),
+        ({"distill_max_users": 0}, r"distill_max_users=0 is not valid: an integer in >= 1"),
+        ({"distill_max_items": 2.5}, r"distill_max_items=2.5 is not valid"),
     ],
 )
 def test_bad_options_are_refused(values, message):
     with pytest.raises(ConfigValueError, match=message):
         distillation.read_options(_options(**values))
     assert distillation.read_options(_options(distill_weight=1, teacher_checkpoint="t.pth")) == {
-        "distill_weight": 1.0, "distill_temperature": 1.0, "teacher_checkpoint": "t.pth"
+        "distill_weight": 1.0, "distill_temperature": 1.0, "teacher_checkpoint": "t.pth",
+        "distill_max_users": 1024, "distill_max_items": 4096,
     }
+
+
+def test_distinct_rows_caps_the_count_with_a_uniform_subset_and_draws_nothing_below_it():
+    ids = torch.tensor([7, 3, 7, 9, 3, 1, 12, 9])
+    state = torch.get_rng_state()
+    unique, row = distillation.distinct_rows(ids, limit=5)
+    assert torch.equal(torch.get_rng_state(), state)  # under the cap: no draw, same stream
+    assert unique.tolist() == [1, 3, 7, 9, 12] and torch.equal(ids[row], unique)
+    assert row.tolist() == [5, 1, 0, 3, 6]  # the first row holding each id
+    torch.manual_seed(0)
+    seen = torch.zeros(13)
+    for _ in range(400):
+        unique, row = distillation.distinct_rows(ids, limit=2)
+        assert unique.numel() == 2 and bool((unique[1:] > unique[:-1]).all())
+        assert torch.equal(ids[row], unique)
+        seen[unique] += 1
+    # each of the 5 distinct ids is kept with probability 2/5: 160 of 400 expected
+    assert seen[[1, 3, 7, 9, 12]].min() > 110 and seen[[1, 3, 7, 9, 12]].max() < 210
+    assert seen.sum() == 800
 
 
 # -- models ------------------------------------------------------------------------------------
@@ -129,6 +152,23 @@ def test_distillation_adds_a_logged_term_with_gradients(teacher, model, options)
     grads = [p.grad for p in student.parameters() if p.grad is not None]
     assert grads and any(g.abs().sum() > 0 for g in grads)
     assert student.teacher.user_final.grad is None
+
+
+@pytest.mark.parametrize("model, options", MODELS)
+def test_distillation_compares_at_most_the_capped_users_and_items(teacher, model, options, monkeypatch):
+    data_path, path = teacher
+    _, student, train_data = build_toy_model(
+        data_path, model, teacher_checkpoint=path, distill_weight=1.0, distill_max_users=3,
+        distill_max_items=5, **options,
+    )
+    shapes = []
+    real_loss = student.teacher.loss
+    monkeypatch.setattr(
+        student.teacher, "loss", lambda u, i, s: shapes.append((len(u), len(i), tuple(s.shape)))
+        or real_loss(u, i, s),
+    )
+    own, distill = _loss(student, next(iter(train_data)))
+    assert shapes == [(3, 5, (3, 5))] and float(distill) > 0
 
 
 def test_teacher_embeddings_are_lightgcn_final_embeddings(teacher):

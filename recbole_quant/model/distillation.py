@@ -4,7 +4,8 @@ BiGeaR ("inference distillation") trains its 1-bit student to rank like the full
 model it started from: for each user, the teacher's best-ranked items are pushed up in the
 student's scores, weighted by their teacher rank. This module keeps that idea -- the
 teacher's ranking of items, with more weight at its top -- in a listwise form that needs no
-extra encoder pass: it uses only the users and items already in the training batch.
+extra encoder pass: it uses only the users and items already in the training batch (at most
+``distill_max_users`` x ``distill_max_items`` of them, a random subset beyond that).
 
 For the batch's distinct users ``u`` (U of them) and distinct items ``C`` (positives and
 negatives, M of them; the same candidate set for every user), with teacher scores ``t`` and
@@ -21,14 +22,15 @@ so a gradient step raises the student's score of every item the teacher gives mo
 probability than the student does (the teacher's top items, softmax-weighted by score
 rather than BiGeaR's ``exp(-0.1 rank)``), and lowers the others. ``T^2`` keeps the gradient's
 size comparable across temperatures (Hinton et al.). Its cost per batch is a U x M score
-matrix (both sides), e.g. 2048 x 4096 for HQGNN's default batch.
+matrix (both sides); ``distill_max_users`` and ``distill_max_items`` cap U and M.
 
 The teacher (``teacher_checkpoint``) is a recbole_quant checkpoint of LightGCN or of a plugin
 model of the same dataset, read with ``weights_only=True``: its layer-0 user/item tables are
 propagated once at model construction over this dataset's training graph (LightGCN's layer
 mean, the teacher's own ``n_layers``), frozen and never saved with the student (non-persistent
 buffers). Options (every model's yaml): ``distill_weight`` (0 = off: no teacher is read and the
-loss is exactly the model's own), ``distill_temperature`` (T > 0), ``teacher_checkpoint``.
+loss is exactly the model's own), ``distill_temperature`` (T > 0), ``teacher_checkpoint``,
+``distill_max_users`` and ``distill_max_items``.
 With distillation on, ``calculate_loss`` returns ``(own loss, distill_weight * L_distill)``,
 which RecBole logs per epoch as ``train_loss1`` and ``train_loss2``.
 """
@@ -46,7 +48,8 @@ from recbole_quant.model.warm_start import read_layer0_tables
 
 
 def read_options(config):
-    """``distill_weight``, ``distill_temperature`` and ``teacher_checkpoint``, checked.
+    """``distill_weight``, ``distill_temperature``, ``teacher_checkpoint`` and the caps
+    ``distill_max_users`` / ``distill_max_items``, checked.
 
     Raises:
         ConfigValueError: a negative weight, a temperature <= 0, or a positive weight
@@ -61,7 +64,13 @@ def read_options(config):
             "teacher_checkpoint=saved/LightGCN-....pth (a recbole_quant checkpoint trained on "
             "the same dataset), or distill_weight=0 to train without distillation."
         )
-    return dict(distill_weight=weight, distill_temperature=temperature, teacher_checkpoint=teacher)
+    return dict(
+        distill_weight=weight,
+        distill_temperature=temperature,
+        teacher_checkpoint=teacher,
+        distill_max_users=options.integer(config, "distill_max_users", 1),
+        distill_max_items=options.integer(config, "distill_max_items", 1),
+    )
 
 
 def listwise_distillation(student_scores, teacher_scores, temperature):
@@ -81,8 +90,11 @@ def listwise_distillation(student_scores, teacher_scores, temperature):
     return kl.mean() * temperature**2
 
 
-def distinct_rows(ids):
+def distinct_rows(ids, limit=None):
     """The distinct values of ``ids`` [N] (sorted) and, for each, the index of one row holding it.
+
+    With ``limit``, at most that many of them: a uniform random subset when there are more
+    (no random draw otherwise).
 
     Returns:
         tuple of torch.Tensor: ``unique`` [K] and ``row`` [K] with ``ids[row] == unique``.
@@ -91,6 +103,10 @@ def distinct_rows(ids):
     positions = torch.arange(ids.numel(), device=ids.device)
     row = torch.full((unique.numel(),), ids.numel(), dtype=torch.long, device=ids.device)
     row.scatter_reduce_(0, inverse, positions, reduce="amin")
+    if limit is not None and unique.numel() > limit:
+        # a uniform subset (torch's global generator: seeded by RecBole, saved in checkpoints)
+        keep = torch.randperm(unique.numel(), device=ids.device)[:limit].sort().values
+        unique, row = unique[keep], row[keep]
     return unique, row
 
 
@@ -111,6 +127,8 @@ class Teacher(nn.Module):
         super().__init__()
         path = str(config["teacher_checkpoint"])
         self.temperature = float(config["distill_temperature"])
+        self.max_users = int(config["distill_max_users"])
+        self.max_items = int(config["distill_max_items"])
         state, users, items = read_layer0_tables(path, config, "teacher_checkpoint", "teacher")
         n_users, n_items = dataset.user_num, dataset.item_num
         for key, table, n, what in (
@@ -147,6 +165,23 @@ class Teacher(nn.Module):
             "weighted distillation term, train_loss1 the model's own loss."
         )
 
+    def candidates(self, user, item):
+        """The users and items a batch's distillation compares, and one batch row of each.
+
+        The distinct ids of ``user`` and ``item`` (a batch's rows), at most
+        ``distill_max_users`` / ``distill_max_items`` of each (a uniform random subset of the
+        distinct ids when there are more): the U x M score matrices grow with both, and a
+        large batch on a large catalogue (Gowalla: ~6,500 x ~14,000 per 8,192-row batch) cost
+        13x the epoch without a cap.
+
+        Returns:
+            tuple of torch.Tensor: ``users`` [U], ``user_row`` [U], ``items`` [M], ``item_row``
+            [M], with ``user[user_row] == users`` and ``item[item_row] == items``.
+        """
+        users, user_row = distinct_rows(user, self.max_users)
+        items, item_row = distinct_rows(item, self.max_items)
+        return users, user_row, items, item_row
+
     def scores(self, users, items):
         """Teacher scores [U, M] of ``users`` [U] over ``items`` [M]."""
         return self.user_final[users] @ self.item_final[items].T
@@ -158,7 +193,8 @@ class Teacher(nn.Module):
     def extra_repr(self):
         return (
             f"source={self.source}, users={tuple(self.user_final.shape)}, "
-            f"items={tuple(self.item_final.shape)}, temperature={self.temperature}"
+            f"items={tuple(self.item_final.shape)}, temperature={self.temperature}, "
+            f"max_users={self.max_users}, max_items={self.max_items}"
         )
 
 

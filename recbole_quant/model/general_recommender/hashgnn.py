@@ -50,7 +50,7 @@ from recbole_quant.errors import ConfigValueError
 from recbole_quant.model import distillation, options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr
-from recbole_quant.model.distillation import build_teacher, distinct_rows
+from recbole_quant.model.distillation import build_teacher
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.model.layers import (
     BipartiteSage,
@@ -406,8 +406,7 @@ class HashGNN(WarmupSwitchModelMixin, QuantizedRecommender):
 
     def _distillation(self, user, item, z_user, z_item):
         """Distillation term over the distinct ``user`` / ``item`` ids of a batch's rows."""
-        users, user_row = distinct_rows(user)
-        items, item_row = distinct_rows(item)
+        users, user_row, items, item_row = self.teacher.candidates(user, item)
         z_u, z_i = z_user[user_row], z_item[item_row]  # rows of one id share their z
         if self.quantize:
             beta = float(self.beta)

@@ -27,7 +27,7 @@ from recbole_quant.model import distillation, options
 from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
-from recbole_quant.model.distillation import build_teacher, distinct_rows
+from recbole_quant.model.distillation import build_teacher
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.packed import PackedPredictor
 from recbole_quant.quantization import HessianDeltaEstimator, UniformQuantizer, hessian_statistics
@@ -205,8 +205,7 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
         loss = mf_loss + self.reg_weight * reg_loss
         if self.teacher is None:
             return loss
-        users, user_row = distinct_rows(user)
-        items, item_row = distinct_rows(torch.cat([pos, neg]))
+        users, user_row, items, item_row = self.teacher.candidates(user, torch.cat([pos, neg]))
         student_u, student_i = user_e[user_row], item_e[item_row]
         if self.quantizing:
             student_u = self.user_quantizer(student_u)

@@ -58,7 +58,7 @@ from recbole_quant.model.abstract import QuantizedRecommender
 from recbole_quant.model.losses import bpr, layer0_l2
 from recbole_quant.model.layers import LightGCNPropagation, normalized_adjacency
 from recbole_quant.packed import PackedPredictor
-from recbole_quant.model.distillation import build_teacher, distinct_rows
+from recbole_quant.model.distillation import build_teacher
 from recbole_quant.model.warm_start import load_layer0_tables
 from recbole_quant.quantization import ScaledSign, TanhSign, TemperatureSchedule
 from recbole_quant.stage_switch import WarmupSwitchModelMixin, warmup_switch
@@ -284,8 +284,7 @@ class L2QGCN(WarmupSwitchModelMixin, QuantizedRecommender):
         loss = mf_loss + self.reg_weight * reg_loss
         if self.teacher is None:
             return loss
-        users, user_row = distinct_rows(user)
-        items, item_row = distinct_rows(torch.cat([pos, neg]))
+        users, user_row, items, item_row = self.teacher.candidates(user, torch.cat([pos, neg]))
         student_u = self.quantize(user_e[user_row])  # [U, G, d]
         student_i = self.quantize(item_e[item_row])  # [M, G, d]
         scores = torch.einsum("ugd,mgd,g->um", student_u, student_i, self.layer_weight.pow(2))
