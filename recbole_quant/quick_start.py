@@ -263,9 +263,16 @@ def _stop_reason(config, trainer, epochs_trained, best_epoch):
         return f"early stopping at epoch {last} (no better validation score for {patience} evaluations)"
     reason = f"reached the cap epochs={cap}"
     eval_step = config["eval_step"] or 0
-    if best_epoch is not None and eval_step > 0 and last - best_epoch < patience * eval_step:
+    if best_epoch is None or eval_step <= 0:
+        return reason
+    since = last - best_epoch
+    if since < 2 * eval_step:  # the best is one of the last two evaluations
         reason += (f"; validation still improving (best epoch {best_epoch}, "
-                   f"{last - best_epoch} before the end): raise --epochs")
+                   f"{since} before the end): raise --epochs")
+    elif since < patience * eval_step:  # RecBole would have waited longer, but in vain so far
+        reason += (f"; no better validation score for the last {since} epochs (best epoch "
+                   f"{best_epoch}), within the patience of stopping_step={patience} "
+                   "evaluations: more epochs are unlikely to help")
     return reason
 
 

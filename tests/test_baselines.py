@@ -139,3 +139,9 @@ def test_run_summary_says_why_training_stopped(monkeypatch, tmp_path):
     assert _stop_reason(config, resumed, 30, 24) == (
         "early stopping at epoch 69 (no better validation score for 10 evaluations)")
     assert _stop_reason(config, SimpleNamespace(start_epoch=0), 100, 20) == "reached the cap epochs=100"
+    assert _stop_reason(config, SimpleNamespace(start_epoch=0), 100, 94).endswith("raise --epochs")
+    # the best long before the end, but within the patience window: not "still improving"
+    late = _stop_reason(config, SimpleNamespace(start_epoch=0), 100, 70)
+    assert late == ("reached the cap epochs=100; no better validation score for the last 29 "
+                    "epochs (best epoch 70), within the patience of stopping_step=10 "
+                    "evaluations: more epochs are unlikely to help")
