@@ -46,6 +46,15 @@ def run_timed(args, timeout=120):
 # ------------------------------------------------------------------ early validation
 
 
+@pytest.fixture(scope="module")
+def import_cpu():
+    """CPU seconds of a process that only imports the runner (torch, RecBole, the plugin):
+    the floor of any refusal; measured first, so it also pays a cold cache."""
+    proc, cpu = run_timed([sys.executable, "-c", "import recbole_quant.quick_start"])
+    assert proc.returncode == 0, proc.stderr
+    return cpu
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--bits=9"], "bits=9 is not valid: an integer in 1..8."),
     (["--grad_estimator=fast"], "grad_estimator='fast' is not valid: choose one of gste, ste"),
@@ -53,7 +62,8 @@ def run_timed(args, timeout=120):
     (["--valid_metric=Recal@20"], "RecBole has no metric 'Recal'"),
     (["--cpu_threads=0"], "cpu_threads=0 is not valid"),
 ])
-def test_bad_option_or_missing_dataset_fails_fast_before_any_data(tmp_path, extra, message):
+def test_bad_option_or_missing_dataset_fails_fast_before_any_data(tmp_path, extra, message,
+                                                                 import_cpu):
     args = [sys.executable, SCRIPT, "--model=HQGNN", f"--data_path={tmp_path}", *extra]
     if "--dataset=nosuch" not in extra:
         args.remove(f"--data_path={tmp_path}")  # ml-100k: RecBole's bundled copy
@@ -62,7 +72,9 @@ def test_bad_option_or_missing_dataset_fails_fast_before_any_data(tmp_path, extr
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not any(mark in proc.stdout + proc.stderr for mark in DATA_LOADED)
-    assert cpu < 5.0, f"{cpu:.1f} CPU-s to refuse {extra}"
+    # against what importing the runner costs on this machine now (not a fixed number of
+    # seconds: a cold cache or a busy machine moved an absolute 5 CPU-s bound)
+    assert cpu < 1.5 * import_cpu + 1.0, f"{cpu:.1f} CPU-s to refuse {extra}, import {import_cpu:.1f}"
 
 
 def test_missing_export_checkpoint_is_answered_before_torch_loads(tmp_path):
