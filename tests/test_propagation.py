@@ -114,6 +114,14 @@ def torch_layer_mean(matrix, ego, n_layers):
     return torch.stack(layers, dim=1).mean(dim=1)
 
 
+def torch_layers(matrix, x, n_layers):
+    """[n, L + 1, d]: torch.sparse.mm layers, stacked."""
+    layers = [x]
+    for _ in range(n_layers):
+        layers.append(torch.sparse.mm(matrix, layers[-1]))
+    return torch.stack(layers, dim=1)
+
+
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_fused_layer_mean_matches_torch(n_layers, n_threads, threads):
@@ -149,8 +157,10 @@ def test_fused_layer_mean_gradcheck_float64_non_symmetric():
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
 @pytest.mark.parametrize("n_threads", [1, 2])
-def test_batch_rows_match_indexing_the_full_mean(n_layers, n_threads, threads):
-    """lightgcn_rows == torch's full propagation, stack, mean, then [rows] (values and grads)."""
+@pytest.mark.parametrize("every_layer", [False, True], ids=["mean", "layers"])
+def test_batch_rows_match_indexing_the_full_tables(n_layers, n_threads, every_layer, threads):
+    """lightgcn_rows == torch's full propagation, stack, mean, then [rows]; lightgcn_layer_rows
+    == the stacked layers, then [rows] (values and grads)."""
     torch.set_num_threads(n_threads)
     matrix, isolated = random_normalized_adjacency(150, 70, 0.04, 10 + n_layers)
     adj = CSRAdjacency.from_torch(matrix)
@@ -160,16 +170,16 @@ def test_batch_rows_match_indexing_the_full_mean(n_layers, n_threads, threads):
     nodes = torch.cat([torch.randint(0, n, (30,), generator=gen), torch.from_numpy(isolated[:1])])
     rows, position = torch.unique(nodes, return_inverse=True)
     x = torch.randn(n, 64, generator=gen)
-    weight = torch.randn(len(nodes), 64, generator=gen)
+    if every_layer:  # every layer its own upstream gradient
+        weight = torch.randn(len(nodes), n_layers + 1, 64, generator=gen)
+        fast_rows, reference = lightgcn_layer_rows, torch_layers
+    else:
+        weight = torch.randn(len(nodes), 64, generator=gen)
+        fast_rows, reference = lightgcn_rows, torch_layer_mean
 
-    def fast(e):
-        return lightgcn_rows(adj, e, n_layers, rows)[position]
-
-    def ref(e):
-        return torch_layer_mean(matrix, e, n_layers)[nodes]
-
-    y, grad = forward_and_grad(fast, x, weight)
-    y_ref, grad_ref = forward_and_grad(ref, x, weight)
+    y, grad = forward_and_grad(lambda e: fast_rows(adj, e, n_layers, rows)[position], x, weight)
+    y_ref, grad_ref = forward_and_grad(lambda e: reference(matrix, e, n_layers)[nodes], x, weight)
+    assert y.shape == weight.shape
     assert torch.allclose(y, y_ref, rtol=RTOL, atol=ATOL)
     assert torch.allclose(grad, grad_ref, rtol=RTOL, atol=ATOL)
     assert grad.abs().sum() > 0
@@ -187,36 +197,6 @@ def test_batch_rows_gradcheck_float64_non_symmetric():
     assert torch.allclose(lightgcn_rows(adj, x, 2, rows), ref, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="sorted"):
         lightgcn_rows(adj, x, 2, torch.tensor([4, 1]))
-
-
-def torch_layers(matrix, x, n_layers):
-    """[n, L + 1, d]: torch.sparse.mm layers, stacked."""
-    layers = [x]
-    for _ in range(n_layers):
-        layers.append(torch.sparse.mm(matrix, layers[-1]))
-    return torch.stack(layers, dim=1)
-
-
-@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_layer_rows_match_indexing_the_stacked_layers(n_layers, n_threads, threads):
-    """lightgcn_layer_rows == torch's stacked layers, then [rows] (values and grads)."""
-    torch.set_num_threads(n_threads)
-    matrix, isolated = random_normalized_adjacency(150, 70, 0.04, 20 + n_layers)
-    adj = CSRAdjacency.from_torch(matrix)
-    gen = torch.Generator().manual_seed(n_layers)
-    n = matrix.shape[0]
-    nodes = torch.cat([torch.randint(0, n, (30,), generator=gen), torch.from_numpy(isolated[:1])])
-    rows, position = torch.unique(nodes, return_inverse=True)
-    x = torch.randn(n, 64, generator=gen)
-    weight = torch.randn(len(nodes), n_layers + 1, 64, generator=gen)  # every layer its own
-
-    y, grad = forward_and_grad(lambda e: lightgcn_layer_rows(adj, e, n_layers, rows)[position], x, weight)
-    y_ref, grad_ref = forward_and_grad(lambda e: torch_layers(matrix, e, n_layers)[nodes], x, weight)
-    assert y.shape == (len(nodes), n_layers + 1, 64)
-    assert torch.allclose(y, y_ref, rtol=RTOL, atol=ATOL)
-    assert torch.allclose(grad, grad_ref, rtol=RTOL, atol=ATOL)
-    assert grad.abs().sum() > 0
 
 
 def test_layer_rows_gradcheck_float64_non_symmetric():

@@ -291,6 +291,29 @@ def _layers_where_needed(adj, ego, n_layers, rows_np):
         layer = out
 
 
+def _rows_gradient(adj, n_layers, rows_np, upstream_of, dtype):
+    """Gradient w.r.t. ``E0`` of ``sum_l <S_l, E_l[R]>`` (``E_l = A^l E0``, ``n_layers >= 1``).
+
+    ``upstream_of(l)`` is ``S_l`` [len(R), d], the upstream gradient of layer ``l`` at the rows
+    ``R`` (zero elsewhere). Horner from the last layer, ``a <- S_l + A^T a``: the first step
+    is a scatter over R's entries, the following ones full products. Returns a fresh tensor.
+    """
+    last = np.ascontiguousarray(upstream_of(n_layers))
+    full = torch.empty((), dtype=dtype).expand(adj.n, last.shape[1])
+    # a = S_(L-1) + A^T S_L (a scatter over R's entries)
+    a = adj.scratch(2, full) if n_layers > 1 else torch.empty(full.shape, dtype=dtype)
+    a.numpy().fill(0)
+    adj.scatter_transpose(rows_np, torch.from_numpy(last), a)
+    a.numpy()[rows_np] += upstream_of(n_layers - 1)  # rows are distinct: exact
+    transposed = adj.transpose()
+    for level in range(n_layers - 2, -1, -1):  # a <- S_level + A^T a
+        out = torch.empty_like(a) if level == 0 else adj.scratch(3 + level % 2, a)
+        transposed.matmul(a, out=out)
+        out.numpy()[rows_np] += upstream_of(level)
+        a = out
+    return a
+
+
 class _LightGCNRows(torch.autograd.Function):
     """Rows ``R`` of LightGCN's layer mean, computing each layer only where it is needed.
 
@@ -320,23 +343,10 @@ class _LightGCNRows(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        adj, n_layers, rows_np = ctx.adj, ctx.n_layers, ctx.rows_np
-        # what the mean hands each layer
         upstream = grad.detach().contiguous().numpy()
-        scaled = upstream / upstream.dtype.type(n_layers + 1)
-        full = torch.empty((), dtype=grad.dtype).expand(adj.n, grad.shape[1])
-        # a = S + A^T S, S = scaled on R and 0 elsewhere (a scatter over R's entries)
-        a = adj.scratch(2, full) if n_layers > 1 else torch.empty(full.shape, dtype=grad.dtype)
-        a.numpy().fill(0)
-        adj.scatter_transpose(rows_np, torch.from_numpy(scaled), a)
-        a.numpy()[rows_np] += scaled  # rows are distinct: plain fancy-index add is exact
-        transposed = adj.transpose()
-        for step in range(n_layers - 1):  # a <- S + A^T a
-            last = step == n_layers - 2
-            out = torch.empty_like(a) if last else adj.scratch(3 + step % 2, a)
-            transposed.matmul(a, out=out)
-            out.numpy()[rows_np] += scaled
-            a = out
+        # what the mean hands each layer: the same S for every layer
+        scaled = upstream / upstream.dtype.type(ctx.n_layers + 1)
+        a = _rows_gradient(ctx.adj, ctx.n_layers, ctx.rows_np, lambda level: scaled, grad.dtype)
         return a, None, None, None
 
 
@@ -397,21 +407,10 @@ class _LightGCNLayerRows(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        adj, n_layers, rows_np = ctx.adj, ctx.n_layers, ctx.rows_np
         upstream = grad.detach().contiguous().numpy()  # [R, L + 1, d]
-        full = torch.empty((), dtype=grad.dtype).expand(adj.n, grad.shape[2])
-        # a = S_(L-1) + A^T S_L (a scatter over R's entries)
-        a = adj.scratch(2, full) if n_layers > 1 else torch.empty(full.shape, dtype=grad.dtype)
-        a.numpy().fill(0)
-        last_layer = np.ascontiguousarray(upstream[:, n_layers])
-        adj.scatter_transpose(rows_np, torch.from_numpy(last_layer), a)
-        a.numpy()[rows_np] += upstream[:, n_layers - 1]  # rows are distinct: exact
-        transposed = adj.transpose()
-        for level in range(n_layers - 2, -1, -1):  # a <- S_level + A^T a
-            out = torch.empty_like(a) if level == 0 else adj.scratch(3 + level % 2, a)
-            transposed.matmul(a, out=out)
-            out.numpy()[rows_np] += upstream[:, level]
-            a = out
+        a = _rows_gradient(
+            ctx.adj, ctx.n_layers, ctx.rows_np, lambda level: upstream[:, level], grad.dtype
+        )
         return a, None, None, None
 
 

@@ -93,17 +93,13 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.latent_dim)
         self.propagation = LightGCNPropagation(normalized_adjacency(dataset), self.n_layers, config)
         if self.center:
-            # w @ ego = each side's column mean of the final embeddings: training centres a
-            # batch's rows without propagating the whole table (non-persistent: rebuilt)
+            # side_mean_weights @ ego = each side's column mean of the final embeddings
+            # (users, items): training centres a batch's rows without propagating the whole
+            # table (non-persistent: rebuilt from the dataset)
             n_nodes = self.n_users + self.n_items
-            self.register_buffer(
-                "user_mean_weights", self.propagation.mean_weights(0, self.n_users), persistent=False
-            )
-            self.register_buffer(
-                "item_mean_weights",
-                self.propagation.mean_weights(self.n_users, n_nodes),
-                persistent=False,
-            )
+            weights = [self.propagation.mean_weights(0, self.n_users),
+                       self.propagation.mean_weights(self.n_users, n_nodes)]
+            self.register_buffer("side_mean_weights", torch.stack(weights), persistent=False)
         self.user_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
         self.item_quantizer = UniformQuantizer(self.bits, init_std=self.init_std)
         self._probe_generator = torch.Generator().manual_seed(int(config["seed"]))
@@ -146,7 +142,7 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
 
         Same values and gradients as indexing :meth:`forward` (within float rounding): the
         batch's distinct nodes go through :meth:`LightGCNPropagation.layer_mean_rows`, and
-        the centring means are the fixed linear maps ``user_mean_weights @ ego`` (and items).
+        the centring means are the fixed linear map ``side_mean_weights @ ego``.
         Training reads these instead of the full tables, which on a large graph cost more than
         the propagation itself (stacking, means and centring of every row, forward and back).
 
@@ -163,8 +159,8 @@ class HQGNN(WarmupSwitchModelMixin, QuantizedRecommender):
         final = self.propagation.layer_mean_rows(ego, rows)[position]
         users, items = torch.split(final, [user_ids.numel(), item_ids.numel()])
         if self.center:
-            users = users - self.user_mean_weights @ ego
-            items = items - self.item_mean_weights @ ego
+            user_mean, item_mean = self.side_mean_weights @ ego  # one pass over ego
+            users, items = users - user_mean, items - item_mean
         return users, items
 
     def _batch(self, interaction):
